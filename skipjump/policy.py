@@ -1,0 +1,38 @@
+"""The jump policy: logits over jump actions {0, ..., max_jump} after each layer."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+POLICY_INPUTS = ("input", "state")
+
+
+class JumpPolicy(nn.Module):
+    """features (N, D) detached, layer index -> logits (N, max_jump + 1).
+
+    inputs="input": the seed's policy; one distribution per sample, computed from the pooled
+        stack input and reused at every decision (``layer`` is ignored).
+    inputs="state": computed at each decision from the pooled current hidden state plus a
+        learned embedding of the layer that just ran.
+    """
+
+    def __init__(self, dims: int, num_layers: int, max_jump: int = 2, hidden: int = 128, inputs: str = "state") -> None:
+        super().__init__()
+        if inputs not in POLICY_INPUTS:
+            raise ValueError(f"policy inputs must be one of {POLICY_INPUTS}, got {inputs!r}")
+        self.inputs = inputs
+        self.layer_embedding = nn.Embedding(num_layers, dims) if inputs == "state" else None
+        if self.layer_embedding is not None:
+            nn.init.zeros_(self.layer_embedding.weight)
+        self.net = nn.Sequential(nn.Linear(dims, hidden), nn.SiLU(), nn.Linear(hidden, max_jump + 1))
+
+    def forward(self, features: torch.Tensor, layer: int = 0) -> torch.Tensor:
+        if self.layer_embedding is not None:
+            features = features + self.layer_embedding.weight[layer]
+        return self.net(features)
+
+    def flops(self, tokens: int) -> int:
+        """FLOPs of one call for one sample: pooling ``tokens`` tokens, then the MLP."""
+        first, last = self.net[0], self.net[2]
+        return tokens * first.in_features + 2 * (first.weight.numel() + last.weight.numel())

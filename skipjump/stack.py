@@ -1,0 +1,326 @@
+"""The jump stack: layers, per-sample routing, working memory, jump mix and final gated MLP.
+
+For each layer i, only the rows (samples) whose current position is i are gathered with
+``index_select``, run through the layer and written back with ``index_copy``: a skipped layer
+costs nothing for that sample. After layer i (i < L - 1) each of those samples takes a jump
+action a in {0..max_jump} and moves to layer min(i + 1 + a, L - 1).
+
+    work_mem <- g * work_mem + (1 - g) * mean_t(x),   g = sigmoid(linear(mean_t(x)))
+    x        <- x + w_a * x0 + (1 - w_a) * work_mem   on a jump (a > 0), if jump_mix
+    out       = x + sigmoid(gate(x)) * mlp(layer_norm(x))
+
+Every forward pass leaves a :class:`JumpTrace` on ``self.trace``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.distributions import Categorical
+
+from skipjump.layer import JumpLayer
+from skipjump.paths import executed_to_paths
+from skipjump.policy import JumpPolicy
+
+ROUTING_MODES = ("sample", "greedy", "full", "random", "fixed")
+
+
+@dataclass
+class StackConfig:
+    dims: int = 64
+    num_layers: int = 6
+    heads: int = 4
+    attention: bool = True
+    causal: bool = False
+    mini_hc: bool = True
+    hc_expansion: int = 2
+    memory_slots: int = 64
+    gate_threshold: float = 0.5
+    max_jump: int = 2
+    jump_mix: bool = True
+    policy_inputs: str = "state"
+    policy_hidden: int = 128
+
+
+@dataclass(frozen=True)
+class Routing:
+    """How jump actions are chosen.
+
+    mode: "sample" (multinomial from the policy), "greedy" (argmax), "full" (never jump),
+        "random" (each decision jumps with probability ``p``, by 1..max_jump uniformly),
+        "fixed" (``actions``: (L - 1,) for every sample or (B, L - 1) per sample).
+    first_decision: decisions at layers before this one are forced to 0 (a curriculum that
+        unlocks decisions from the last layer backwards).
+    """
+
+    mode: str = "sample"
+    p: float = 0.5
+    actions: torch.Tensor | None = None
+    first_decision: int = 0
+
+    @property
+    def uses_policy(self) -> bool:
+        return self.mode in ("sample", "greedy")
+
+
+@dataclass
+class JumpTrace:
+    """Per-sample record of one forward pass. B = batch, L = number of layers."""
+
+    actions: torch.Tensor  # (B, L - 1) long; -1 where the sample made no decision
+    executed: torch.Tensor  # (B, L) bool; layers each sample ran
+    log_probs: torch.Tensor  # (B,) sum of log pi(a) over the policy's decisions; grads reach the policy only
+    entropy: torch.Tensor  # (B,) mean policy entropy over the sample's decisions (0 if none)
+    layers_executed: torch.Tensor  # (B,) long
+    compute_fraction: torch.Tensor  # (B,) executed FLOPs / full-depth FLOPs, policy included
+    features: torch.Tensor  # (B, D) pooled stack input, detached (input for value baselines)
+
+    def paths(self) -> list[tuple[int, ...]]:
+        return executed_to_paths(self.executed)
+
+    def unique_paths(self) -> int:
+        return int(torch.unique(self.executed, dim=0).shape[0])
+
+    def jumps(self) -> list[list[int]]:
+        """The seed's ``logs['jumps']``, per sample: the layer landed on after each jump."""
+        landed = []
+        for actions in self.actions.tolist():
+            landed.append([min(i + 1 + a, len(actions)) for i, a in enumerate(actions) if a > 0])
+        return landed
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Mean over tokens of the valid positions: x (N, T, D), mask (N, T) bool -> (N, D)."""
+    if mask is None:
+        return x.mean(dim=1)
+    weights = mask.to(x.dtype).unsqueeze(-1)
+    return (x * weights).sum(dim=1) / weights.sum(dim=1)
+
+
+class JumpStack(nn.Module):
+    """x (B, T, D), mask (B, T) bool (True = real token) or None -> (B, T, D)."""
+
+    def __init__(self, config: StackConfig) -> None:
+        super().__init__()
+        c = config
+        if c.num_layers < 2:
+            raise ValueError(f"num_layers must be >= 2, got {c.num_layers}")
+        if not 1 <= c.max_jump < c.num_layers:
+            raise ValueError(f"max_jump must be in [1, num_layers - 1 = {c.num_layers - 1}], got {c.max_jump}")
+        self.config = c
+        self.layers = nn.ModuleList(
+            JumpLayer(
+                c.dims,
+                c.heads,
+                attention=c.attention,
+                adapter=i % 2 == 0,  # the seed's adapters sit on even layers
+                mini_hc=c.mini_hc,
+                hc_expansion=c.hc_expansion,
+                memory_slots=c.memory_slots,
+                gate_threshold=c.gate_threshold,
+                causal=c.causal,
+            )
+            for i in range(c.num_layers)
+        )
+        self.work_memory = nn.Parameter(torch.zeros(1, 1, c.dims))
+        self.memory_gate = nn.Sequential(nn.Linear(c.dims, 1), nn.Sigmoid())
+        seed_weights = [0.1, 0.05, 0.01] + [0.01] * max(0, c.max_jump - 3)
+        self.jump_weights = nn.Parameter(torch.tensor(seed_weights[: c.max_jump]))  # w_a = [a - 1]
+        self.policy = JumpPolicy(c.dims, c.num_layers, c.max_jump, c.policy_hidden, c.policy_inputs)
+        self.final_gate = nn.Sequential(nn.Linear(c.dims, 1), nn.Sigmoid())
+        self.final_norm = nn.LayerNorm(c.dims)
+        self.final_mlp = nn.Sequential(nn.Linear(c.dims, 4 * c.dims), nn.SiLU(), nn.Linear(4 * c.dims, c.dims))
+        self.register_buffer("last_loss", torch.tensor(float("nan")))
+        self.routing: Routing | None = None  # default when forward gets none; None = by mode
+        self.trace: JumpTrace | None = None
+
+    @property
+    def num_layers(self) -> int:
+        return self.config.num_layers
+
+    def network_parameters(self) -> list[nn.Parameter]:
+        """Every parameter except the policy's."""
+        policy = {id(p) for p in self.policy.parameters()}
+        return [p for p in self.parameters() if id(p) not in policy]
+
+    # -- routing ---------------------------------------------------------------------------
+
+    def resolve_routing(self, routing: Routing | str | None, batch: int) -> Routing:
+        routing = routing if routing is not None else self.routing
+        if routing is None:
+            routing = Routing("sample" if self.training else "greedy")
+        if isinstance(routing, str):
+            routing = Routing(routing)
+        if routing.mode not in ROUTING_MODES:
+            raise ValueError(f"routing mode must be one of {ROUTING_MODES}, got {routing.mode!r}")
+        if not 0.0 <= routing.p <= 1.0:
+            raise ValueError(f"random routing needs 0 <= p <= 1, got {routing.p}")
+        if not 0 <= routing.first_decision < self.num_layers:
+            raise ValueError(f"first_decision must be in [0, {self.num_layers - 1}], got {routing.first_decision}")
+        if routing.mode == "fixed":
+            a = routing.actions
+            decisions = self.num_layers - 1
+            if a is None or a.shape not in ((decisions,), (batch, decisions)):
+                shape = None if a is None else tuple(a.shape)
+                raise ValueError(
+                    f"fixed routing needs actions of shape ({decisions},) or ({batch}, {decisions}), got {shape}"
+                )
+            if a.dtype != torch.long or int(a.max()) > self.config.max_jump:
+                raise ValueError(f"fixed actions must be long values in [-1, {self.config.max_jump}]")
+        return routing
+
+    def _decide(self, routing: Routing, layer: int, h: torch.Tensor, mask, rows, input_logits):
+        """Actions (N,) for the rows at ``layer``, and their log-probs and entropies (or None)."""
+        n = rows.numel()
+        if routing.mode == "full" or layer < routing.first_decision:
+            return torch.zeros(n, dtype=torch.long, device=h.device), None, None
+        if routing.mode == "random":
+            jump = torch.rand(n, device=h.device) < routing.p
+            size = torch.randint(1, self.config.max_jump + 1, (n,), device=h.device)
+            return jump * size, None, None
+        if routing.mode == "fixed":
+            a = routing.actions.to(h.device)
+            chosen = a[layer].expand(n) if a.dim() == 1 else a[rows, layer]
+            return chosen.clamp(min=0), None, None  # -1 (unreachable here) behaves like 0
+        if input_logits is not None:
+            logits = input_logits.index_select(0, rows)
+        else:
+            logits = self.policy(masked_mean(h.detach(), mask), layer)
+        dist = Categorical(logits=logits)
+        actions = dist.sample() if routing.mode == "sample" else logits.argmax(dim=-1)
+        return actions, dist.log_prob(actions), dist.entropy()
+
+    # -- forward ---------------------------------------------------------------------------
+
+    def check_input(self, x: torch.Tensor, mask: torch.Tensor | None) -> None:
+        dims = self.config.dims
+        dtype = self.work_memory.dtype
+        if not isinstance(x, torch.Tensor) or x.dim() != 3 or x.shape[-1] != dims:
+            got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(f"expected x of shape (batch, tokens, {dims}), got {got}")
+        if x.dtype != dtype:
+            raise ValueError(f"expected x of dtype {dtype}, got {x.dtype}")
+        if x.shape[0] == 0 or x.shape[1] == 0:
+            raise ValueError(f"expected a non-empty batch and sequence, got shape {tuple(x.shape)}")
+        if mask is None:
+            return
+        if not isinstance(mask, torch.Tensor) or mask.shape != x.shape[:2] or mask.dtype != torch.bool:
+            got = (tuple(mask.shape), mask.dtype) if isinstance(mask, torch.Tensor) else type(mask).__name__
+            raise ValueError(f"expected mask of shape {tuple(x.shape[:2])} and dtype torch.bool, got {got}")
+        if not bool(mask.any(dim=1).all()):
+            raise ValueError("mask leaves a sample with no real token: every row needs at least one True")
+
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor | None = None, routing: Routing | str | None = None
+    ) -> torch.Tensor:
+        self.check_input(x, mask)
+        b, t, _ = x.shape
+        num_layers = self.num_layers
+        routing = self.resolve_routing(routing, b)
+        device = x.device
+
+        features = masked_mean(x, mask).detach()
+        input_logits = None
+        if routing.uses_policy and self.policy.inputs == "input":
+            input_logits = self.policy(features)
+        position = torch.zeros(b, dtype=torch.long, device=device)  # next layer each sample runs
+        actions = torch.full((b, num_layers - 1), -1, dtype=torch.long, device=device)
+        executed = torch.zeros(b, num_layers, dtype=torch.bool, device=device)
+        log_probs = x.new_zeros(b)
+        entropy = x.new_zeros(b)
+        h, work_mem = x, self.work_memory.expand(b, 1, -1)
+        jump_mix = self.config.jump_mix and routing.mode != "full"
+
+        for i, layer in enumerate(self.layers):
+            rows = torch.nonzero(position == i).flatten()  # the one host sync per layer
+            everyone = rows.numel() == b
+            if rows.numel() == 0:
+                continue
+
+            def gather(z, rows=rows, everyone=everyone):
+                return z if everyone or z is None else z.index_select(0, rows)
+
+            rows_mask = gather(mask)
+            hi = layer(gather(h), rows_mask)
+            executed[:, i].index_fill_(0, rows, True)
+            pooled = masked_mean(hi, rows_mask).unsqueeze(1)  # (N, 1, D)
+            g = self.memory_gate(pooled)
+            wm = g * gather(work_mem) + (1 - g) * pooled
+
+            if i < num_layers - 1:
+                a, logp, ent = self._decide(routing, i, hi, rows_mask, rows, input_logits)
+                actions[:, i].index_copy_(0, rows, a)
+                position.index_copy_(0, rows, (i + 1 + a).clamp(max=num_layers - 1))
+                if logp is not None:
+                    log_probs = log_probs.index_add(0, rows, logp)
+                    entropy = entropy.index_add(0, rows, ent)
+                if jump_mix:
+                    jumped = (a > 0).to(hi.dtype)[:, None, None]
+                    w = self.jump_weights[(a - 1).clamp(min=0)][:, None, None]
+                    hi = hi + jumped * (w * gather(x) + (1 - w) * wm)
+
+            h = hi if everyone else h.index_copy(0, rows, hi)
+            work_mem = wm if everyone else work_mem.index_copy(0, rows, wm)
+
+        out = h + self.final_gate(h) * self.final_mlp(self.final_norm(h))
+        self.trace = self._make_trace(routing, t, actions, executed, log_probs, entropy, features)
+        return out
+
+    # -- accounting ------------------------------------------------------------------------
+
+    def layer_flops(self, tokens: int) -> torch.Tensor:
+        """(L,) analytic FLOPs of each layer for one sample of ``tokens`` tokens."""
+        return torch.tensor([float(layer.flops(tokens)) for layer in self.layers])
+
+    def full_depth_flops(self, tokens: int) -> float:
+        dims = self.config.dims
+        return float(self.layer_flops(tokens).sum()) + 2 * tokens * (8 * dims * dims + dims)
+
+    def _make_trace(self, routing, tokens, actions, executed, log_probs, entropy, features) -> JumpTrace:
+        decisions = (actions[:, routing.first_decision :] >= 0).sum(dim=1)
+        if not routing.uses_policy:
+            policy_calls = torch.zeros_like(decisions)
+        elif self.policy.inputs == "input":
+            policy_calls = torch.ones_like(decisions)
+        else:
+            policy_calls = decisions
+        layer_flops = self.layer_flops(tokens).to(features.device, features.dtype)
+        full = self.full_depth_flops(tokens)
+        executed_flops = (
+            executed.to(features.dtype) @ layer_flops
+            + (full - float(layer_flops.sum()))
+            + policy_calls.to(features.dtype) * self.policy.flops(tokens)
+        )
+        if routing.uses_policy:
+            entropy = entropy / decisions.clamp(min=1).to(entropy.dtype)
+        return JumpTrace(
+            actions=actions,
+            executed=executed,
+            log_probs=log_probs,
+            entropy=entropy,
+            layers_executed=executed.sum(dim=1),
+            compute_fraction=executed_flops / full,
+            features=features,
+        )
+
+    # -- the seed's threshold rule ---------------------------------------------------------
+
+    @torch.no_grad()
+    def update_threshold(self, loss: float | torch.Tensor, lr: float = 0.01) -> None:
+        """Move every token gate's threshold by ``lr``: down (more tokens updated) when the loss
+        rose since the last call, up when it did not; clamped to [0, 1] as in the seed.
+
+        Seed fix: it moved an unused gate and compared with a stored loss that stayed 0.
+        """
+        loss = float(loss)
+        previous = float(self.last_loss)
+        if previous == previous:  # not NaN: there is a previous loss to compare with
+            step = -lr if loss > previous else lr
+            for layer in self.layers:
+                layer.token_gate.threshold.add_(step).clamp_(0.0, 1.0)
+        self.last_loss.fill_(loss)
+
+    def thresholds(self) -> list[float]:
+        return [float(layer.token_gate.threshold) for layer in self.layers]

@@ -1,0 +1,251 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from skipjump import (
+    JumpLayer,
+    JumpStack,
+    MemoryGate,
+    MiniHyperConnection,
+    Routing,
+    StackConfig,
+    enumerate_paths,
+    path_to_actions,
+    skip_layer,
+    straight_through_threshold,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_stack(**overrides) -> JumpStack:
+    torch.manual_seed(0)
+    config = StackConfig(dims=16, num_layers=6, heads=2, memory_slots=8, policy_hidden=16, **overrides)
+    return JumpStack(config).double()
+
+
+def test_straight_through_threshold_passes_gradient():
+    x = torch.tensor([-1.0, 0.2, 0.9], requires_grad=True)
+    out = straight_through_threshold(x, torch.tensor(0.5))
+    assert out.tolist() == [0.0, 0.0, 1.0]
+    (out * torch.tensor([1.0, 2.0, 3.0])).sum().backward()
+    assert x.grad.tolist() == [1.0, 2.0, 3.0]
+
+
+def test_mini_hyper_connection_mixes_per_token_when_tokens_differ_from_dims():
+    torch.manual_seed(0)
+    hc = MiniHyperConnection(dims=8, expansion=3)
+    x = torch.randn(2, 5, 8)
+    out = hc(x)
+    weights = torch.softmax(hc.mixer(x), dim=-1)
+    paths = [x @ w.T + b for w, b in zip(hc.pathways.weight.chunk(3), hc.pathways.bias.chunk(3))]
+    expected = torch.relu(sum(weights[..., k : k + 1] * paths[k] for k in range(3)))
+    assert out.shape == (2, 5, 8)
+    torch.testing.assert_close(out, expected)
+
+
+def test_token_gate_keeps_gated_off_tokens_and_trains_through_the_threshold():
+    torch.manual_seed(0)
+    layer = JumpLayer(8, mini_hc=True, adapter=True, memory_slots=4)
+    x = torch.randn(3, 4, 8)
+    layer.token_gate.threshold.fill_(1e9)
+    torch.testing.assert_close(layer(x), x)  # every token gated off: nothing changes
+    layer.token_gate.threshold.fill_(-1e9)
+    out = layer(x)
+    assert (out - x).abs().amax(dim=-1).gt(0).all()  # every token updated
+    out.sum().backward()
+    assert layer.token_gate.mix.weight.grad.abs().sum() > 0  # straight-through gradient
+
+
+def test_memory_gate_shapes():
+    gate = MemoryGate(dims=8, memory_slots=4)
+    keep, score = gate(torch.randn(2, 3, 8))
+    assert keep.shape == score.shape == (2, 3, 1)
+    assert set(keep.unique().tolist()) <= {0.0, 1.0}
+
+
+def test_batched_routing_matches_each_sample_alone_along_its_path():
+    stack = make_stack()
+    x = torch.randn(8, 5, 16, dtype=torch.float64)
+    batched = stack(x, routing="sample")
+    actions = stack.trace.actions
+    assert len({tuple(r) for r in actions.tolist()}) > 1, "want several distinct paths in this batch"
+    for b in range(8):
+        alone = stack(x[b : b + 1], routing=Routing("fixed", actions=actions[b]))
+        torch.testing.assert_close(alone, batched[b : b + 1])
+        assert stack.trace.actions[0].tolist() == actions[b].tolist()
+
+
+def test_attention_with_padding_mask_matches_each_sample_alone():
+    stack = make_stack()
+    x = torch.randn(4, 6, 16, dtype=torch.float64)
+    mask = torch.ones(4, 6, dtype=torch.bool)
+    mask[1, 4:] = False
+    mask[3, 1:] = False
+    batched = stack(x, mask, routing="sample")
+    actions = stack.trace.actions
+    for b in range(4):
+        alone = stack(x[b : b + 1], mask[b : b + 1], Routing("fixed", actions=actions[b]))
+        torch.testing.assert_close(alone, batched[b : b + 1])
+    # Padding really is ignored: changing padded tokens leaves real outputs unchanged.
+    x2 = x.clone()
+    x2[3, 1:] = 100.0
+    out2 = stack(x2, mask, Routing("fixed", actions=actions))
+    torch.testing.assert_close(out2[3, :1], batched[3, :1])
+
+
+def test_layers_run_only_on_the_rows_that_land_on_them():
+    stack = make_stack()
+    rows_seen = {}
+    for i, layer in enumerate(stack.layers):
+        layer.register_forward_pre_hook(lambda m, args, i=i: rows_seen.__setitem__(i, args[0].shape[0]))
+    stack(torch.randn(10, 3, 16, dtype=torch.float64), routing="sample")
+    executed = stack.trace.executed
+    for i in range(6):
+        assert rows_seen.get(i, 0) == int(executed[:, i].sum())
+    assert executed[:, 0].all() and executed[:, -1].all()
+    assert (stack.trace.layers_executed == executed.sum(1)).all()
+
+
+def test_jump_arithmetic_and_compute_fraction_of_a_fixed_path():
+    stack = make_stack()
+    x = torch.randn(2, 5, 16, dtype=torch.float64)
+    stack(x, routing=Routing("fixed", actions=path_to_actions([0, 3, 5], 6, 2)))
+    trace = stack.trace
+    assert trace.executed[0].tolist() == [True, False, False, True, False, True]
+    assert trace.actions[0].tolist() == [2, -1, -1, 1, -1]
+    flops = stack.layer_flops(5)
+    full = stack.full_depth_flops(5)
+    expected = (full - flops.sum() + flops[[0, 3, 5]].sum()) / full
+    assert trace.compute_fraction[0].item() == pytest.approx(expected.item())
+    stack(x, routing="full")
+    assert stack.trace.compute_fraction.tolist() == [1.0, 1.0]
+    assert stack.trace.layers_executed.tolist() == [6, 6]
+
+
+def test_policy_flops_count_toward_compute():
+    stack = make_stack()
+    x = torch.randn(1, 5, 16, dtype=torch.float64)
+    stack(x, routing=Routing("fixed", actions=torch.zeros(5, dtype=torch.long)))
+    assert stack.trace.compute_fraction.item() == 1.0  # fixed: the policy never ran
+    stack.policy.net[2].bias.data = torch.tensor([100.0, 0.0, 0.0], dtype=torch.float64)  # never jump
+    stack(x, routing="greedy")
+    assert stack.trace.layers_executed.item() == 6
+    expected = 1 + 5 * stack.policy.flops(5) / stack.full_depth_flops(5)
+    assert stack.trace.compute_fraction.item() == pytest.approx(expected)
+
+
+def test_random_routing_extremes():
+    stack = make_stack()
+    x = torch.randn(16, 3, 16, dtype=torch.float64)
+    stack(x, routing=Routing("random", p=0.0))
+    assert (stack.trace.layers_executed == 6).all()
+    stack(x, routing=Routing("random", p=1.0))
+    decided = stack.trace.actions[stack.trace.actions >= 0]
+    assert (decided > 0).all()
+
+
+@pytest.mark.parametrize("inputs", ["input", "state"])
+def test_reinforce_loss_reaches_the_policy_only(inputs):
+    stack = make_stack(policy_inputs=inputs)
+    stack(torch.randn(6, 4, 16, dtype=torch.float64), routing="sample")
+    advantage = torch.randn(6, dtype=torch.float64)
+    loss = -(advantage * stack.trace.log_probs).mean() - 0.01 * stack.trace.entropy.mean()
+    loss.backward()
+    policy_grads = [p.grad for p in stack.policy.parameters() if p.requires_grad]
+    assert any(g is not None and g.abs().sum() > 0 for g in policy_grads)
+    assert all(p.grad is None for p in stack.network_parameters())
+
+
+def test_eval_mode_is_greedy_and_deterministic():
+    stack = make_stack().eval()
+    x = torch.randn(5, 4, 16, dtype=torch.float64)
+    first = stack(x)
+    second = stack(x)
+    torch.testing.assert_close(first, second)
+    greedy = stack(x, routing="greedy")
+    torch.testing.assert_close(first, greedy)
+
+
+def test_curriculum_forces_early_decisions_to_run_the_next_layer():
+    stack = make_stack()
+    stack(torch.randn(8, 3, 16, dtype=torch.float64), routing=Routing("sample", first_decision=3))
+    trace = stack.trace
+    assert trace.executed[:, :4].all()
+    assert (trace.actions[:, :3] == 0).all()
+
+
+def test_update_threshold_follows_the_previous_loss():
+    stack = make_stack()
+    start = stack.thresholds()
+    stack.update_threshold(1.0)
+    assert stack.thresholds() == start  # nothing to compare with yet
+    stack.update_threshold(2.0)  # worse: lower thresholds, update more tokens
+    assert stack.thresholds() == pytest.approx([t - 0.01 for t in start])
+    stack.update_threshold(1.5)  # better: raise them again
+    assert stack.thresholds() == pytest.approx(start)
+
+
+def test_paths_enumeration_and_actions_round_trip():
+    paths = enumerate_paths(6, 2)
+    assert paths[0] == (0, 2, 5) and paths[-1] == (0, 1, 2, 3, 4, 5)
+    assert len(paths) == len(set(paths))
+    stack = make_stack()
+    x = torch.randn(1, 3, 16, dtype=torch.float64)
+    for path in paths:
+        stack(x, routing=Routing("fixed", actions=path_to_actions(path, 6, 2)))
+        assert stack.trace.paths() == [path]
+    with pytest.raises(ValueError, match="cannot go from layer 0 to 4"):
+        path_to_actions([0, 4, 5], 6, 2)
+
+
+@pytest.mark.parametrize(
+    ("x", "mask", "message"),
+    [
+        (torch.randn(4, 16, dtype=torch.float64), None, r"shape \(batch, tokens, 16\)"),
+        (torch.randn(2, 4, 15, dtype=torch.float64), None, r"shape \(batch, tokens, 16\)"),
+        (torch.randn(2, 4, 16, dtype=torch.float32), None, "dtype torch.float64"),
+        (torch.randint(0, 3, (2, 4, 16)), None, "dtype torch.float64"),
+        (torch.randn(0, 4, 16, dtype=torch.float64), None, "non-empty"),
+        (torch.randn(2, 4, 16, dtype=torch.float64), torch.ones(2, 5, dtype=torch.bool), "mask of shape"),
+        (torch.randn(2, 4, 16, dtype=torch.float64), torch.ones(2, 4), "mask of shape"),
+        (torch.randn(2, 4, 16, dtype=torch.float64), torch.zeros(2, 4, dtype=torch.bool), "no real token"),
+        ([[1.0]], None, "got list"),
+    ],
+)
+def test_bad_input_raises_a_clear_value_error(x, mask, message):
+    with pytest.raises(ValueError, match=message):
+        make_stack()(x, mask)
+
+
+def test_bad_routing_raises():
+    stack = make_stack()
+    x = torch.randn(2, 3, 16, dtype=torch.float64)
+    with pytest.raises(ValueError, match="routing mode"):
+        stack(x, routing="teleport")
+    with pytest.raises(ValueError, match="fixed routing needs actions"):
+        stack(x, routing=Routing("fixed", actions=torch.zeros(3, dtype=torch.long)))
+    with pytest.raises(ValueError, match="0 <= p <= 1"):
+        stack(x, routing=Routing("random", p=1.5))
+
+
+def test_seed_compatible_skip_layer_keeps_logs_per_sample():
+    torch.manual_seed(0)
+    model = skip_layer(32, 4, 6, mini_hc=True, hc_expansion_rate=3)
+    out = model(torch.randn(3, 7, 32), xa=None, mask=None)
+    assert out.shape == (3, 7, 32)
+    jumps = model.logs["jumps"]
+    assert len(jumps) == 3
+    for sample, path in zip(jumps, model.trace.paths()):
+        assert all(layer in path for layer in sample)
+    assert model.policy.inputs == "input" and model.layers[0].attention is None
+
+
+def test_seed_example_script_prints_both_shapes():
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "experiments" / "seed_example.py")], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.count("torch.Size([4, 128, 512])") == 2
