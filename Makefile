@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint format bench clean
+.PHONY: demo test format bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) experiments/seed_example.py
+	$(PY) experiments/train.py --config experiments/configs/digits.yaml
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -25,6 +25,7 @@ format: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) experiments/bench_speed.py
+	$(PY) experiments/bench_agent.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

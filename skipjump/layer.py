@@ -47,7 +47,7 @@ class JumpLayer(nn.Module):
         x <- x + gate(p) * token_gate(x) * u           token_gate in {0, 1}, straight-through
 
     A token whose gate is 0 keeps its value; the seed zeroed it and updated the others from
-    LayerNorm(0), an input-independent vector.
+    LayerNorm(0), an input-independent vector. The token gate reads x detached (see forward).
     """
 
     def __init__(
@@ -80,7 +80,9 @@ class JumpLayer(nn.Module):
             update = self.adapter(update)
         if self.mini_hc is not None:
             update = self.mini_hc(update)
-        keep, _ = self.token_gate(x)
+        # The gate reads a detached x: its straight-through gradient is biased, and flowing into
+        # the residual stream it made training diverge; the gate still learns through its weights.
+        keep, _ = self.token_gate(x.detach())
         return x + self.gate(p) * keep * update
 
     def flops(self, tokens: int) -> int:

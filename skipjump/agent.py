@@ -1,0 +1,98 @@
+"""REINFORCE for jump paths: baselines, advantages and the policy loss.
+
+    loss = -mean_b(A_b * log pi(path_b | x_b)) - entropy_coef * mean_b(H_b) [+ 0.5 mean_b((V_b - r_b)^2)]
+
+log pi(path | x) is the trace's ``log_probs``: the sum over the decisions the sample made.
+Baselines b give A = r - b:
+    none            b = 0
+    moving_average  b = running mean of batch-mean rewards (the value before this batch's update)
+    self_critical   b = reward of the greedy path on the same input (computed by the caller)
+    leave_one_out   K paths per input, b_k = mean of the other K - 1 rewards (RLOO; unbiased)
+    value           b = V(x), a small head on the pooled stack input, trained by 0.5 (V - r)^2
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from skipjump.config import AgentConfig
+from skipjump.stack import JumpTrace
+
+BASELINES = ("none", "moving_average", "self_critical", "leave_one_out", "value")
+
+
+class ReinforceAgent(nn.Module):
+    """Holds the baseline's state (running mean, value head) so checkpoints keep it."""
+
+    def __init__(self, config: AgentConfig, dims: int) -> None:
+        super().__init__()
+        if config.baseline not in BASELINES:
+            raise ValueError(f"baseline must be one of {BASELINES}, got {config.baseline!r}")
+        self.config = config
+        self.value = (
+            nn.Sequential(nn.Linear(dims, 64), nn.SiLU(), nn.Linear(64, 1)) if config.baseline == "value" else None
+        )
+        self.register_buffer("running_reward", torch.tensor(float("nan")))
+
+    @property
+    def samples_per_input(self) -> int:
+        return self.config.samples if self.config.baseline == "leave_one_out" else 1
+
+    def advantages(
+        self, rewards: torch.Tensor, greedy_rewards: torch.Tensor | None = None, features: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """rewards (B,) -> advantages (B,) before normalisation, and the value head's loss (or None).
+
+        leave_one_out: rewards are K blocks of one batch each, (K * B,), as from ``x.repeat(K, ...)``.
+        """
+        kind = self.config.baseline
+        value_loss = None
+        if kind == "none":
+            advantages = rewards
+        elif kind == "moving_average":
+            previous = self.running_reward
+            batch_mean = rewards.mean()
+            baseline = batch_mean if torch.isnan(previous) else previous
+            advantages = rewards - baseline
+            m = self.config.momentum
+            self.running_reward.copy_(batch_mean if torch.isnan(previous) else m * previous + (1 - m) * batch_mean)
+        elif kind == "self_critical":
+            if greedy_rewards is None:
+                raise ValueError("the self_critical baseline needs the greedy path's rewards")
+            advantages = rewards - greedy_rewards
+        elif kind == "leave_one_out":
+            k = self.config.samples
+            grouped = rewards.view(k, -1)
+            others = (grouped.sum(dim=0, keepdim=True) - grouped) / (k - 1)
+            advantages = (grouped - others).flatten()
+        else:
+            if features is None:
+                raise ValueError("the value baseline needs the trace's features")
+            values = self.value(features).squeeze(-1)
+            advantages = rewards - values.detach()
+            value_loss = 0.5 * (values - rewards).square().mean()
+        return advantages.detach(), value_loss
+
+    def loss(
+        self, trace: JumpTrace, rewards: torch.Tensor, greedy_rewards: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """The policy-gradient loss from the trace's log-probs, and statistics to log."""
+        advantages, value_loss = self.advantages(rewards, greedy_rewards, trace.features)
+        spread = float(advantages.std()) if advantages.numel() > 1 else 0.0
+        if self.config.normalize_advantage and advantages.numel() > 1:
+            advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+        policy_loss = -(advantages * trace.log_probs).mean()
+        entropy = trace.entropy.mean()
+        loss = policy_loss - self.config.entropy_coef * entropy
+        if value_loss is not None:
+            loss = loss + value_loss
+        stats = {
+            "policy/loss": float(policy_loss.detach()),
+            "policy/entropy": float(entropy.detach()),
+            "policy/reward": float(rewards.mean()),
+            "policy/advantage_std": spread,
+        }
+        if value_loss is not None:
+            stats["policy/value_loss"] = float(value_loss.detach())
+        return loss, stats

@@ -1,0 +1,225 @@
+"""Typed experiment config: YAML file + dotted ``key=value`` overrides, checked before any work.
+
+Every problem raises :class:`ConfigError` with one line naming the key, the value and what is
+allowed; ``experiments/train.py`` turns it into exit code 2.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from skipjump.stack import StackConfig
+
+
+class ConfigError(ValueError):
+    """A bad config value; the message is one line."""
+
+
+@dataclass
+class TaskConfig:
+    name: str = "digits"
+    patch: int = 2  # digits: side of the square patches that become tokens
+    test_fraction: float = 0.2
+    data_file: str | None = None  # digits: an .npz with `images` (N, 8, 8) and `labels` (N,)
+
+
+@dataclass
+class AgentConfig:
+    reward: str = "compute_minus_loss"  # or "blockdrop"
+    lam: float = 1.0  # weight of compute saved in the reward
+    gamma: float = 5.0  # blockdrop: penalty for a wrong prediction
+    baseline: str = "moving_average"  # none | moving_average | self_critical | leave_one_out | value
+    momentum: float = 0.9  # moving_average
+    samples: int = 4  # leave_one_out: sampled paths per input
+    normalize_advantage: bool = True
+    entropy_coef: float = 0.01
+    lr: float = 3e-3
+    grad_clip: float = 1.0
+
+
+@dataclass
+class TrainerConfig:
+    steps: int = 3000  # optimisation steps in all, supervised and policy
+    batch_size: int = 64
+    lr: float = 2e-3
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    schedule: str = "alternate"  # alternate | joint
+    warmup_steps: int = 500  # supervised steps before the first policy step
+    supervised_steps: int = 1  # per cycle
+    policy_steps: int = 1  # per cycle
+    supervised_path: str = "policy"  # policy | full | random
+    random_p: float = 0.3  # supervised_path=random: jump probability per decision
+    curriculum_steps: int = 0  # > 0: policy steps per decision unlocked, last layer first
+    threshold_update: bool = False  # the seed's update_threshold after each supervised step
+    threshold_lr: float = 0.01
+    log_every: int = 50
+    eval_every: int = 0  # > 0: evaluate greedy and full depth on the test split every N steps
+    checkpoint_every: int = 500
+    eval_batch_size: int = 512
+
+
+@dataclass
+class Config:
+    name: str = "digits"
+    seed: int = 0
+    task: TaskConfig = field(default_factory=TaskConfig)
+    model: StackConfig = field(default_factory=StackConfig)
+    agent: AgentConfig = field(default_factory=AgentConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+
+
+CHOICES = {
+    "task.name": ("digits",),
+    "model.policy_inputs": ("input", "state"),
+    "agent.reward": ("compute_minus_loss", "blockdrop"),
+    "agent.baseline": ("none", "moving_average", "self_critical", "leave_one_out", "value"),
+    "trainer.schedule": ("alternate", "joint"),
+    "trainer.supervised_path": ("policy", "full", "random"),
+}
+POSITIVE = (
+    "trainer.steps trainer.batch_size trainer.lr trainer.log_every trainer.eval_batch_size agent.lr "
+    "trainer.supervised_steps trainer.policy_steps trainer.checkpoint_every model.dims model.heads model.memory_slots "
+    "model.hc_expansion model.policy_hidden task.patch"
+).split()
+NON_NEGATIVE = (
+    "agent.lam agent.gamma agent.entropy_coef agent.grad_clip trainer.grad_clip trainer.weight_decay "
+    "trainer.warmup_steps trainer.curriculum_steps trainer.threshold_lr trainer.eval_every seed"
+).split()
+UNIT_INTERVAL = ("agent.momentum", "trainer.random_p")
+
+
+def _check_type(key: str, value: Any, annotation: Any) -> Any:
+    options = typing.get_args(annotation) if isinstance(annotation, types.UnionType) else (annotation,)
+    if value is None and type(None) in options:
+        return None
+    for option in options:
+        if option is bool and isinstance(value, bool):
+            return value
+        if option is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if option is float and isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if option is str and isinstance(value, str):
+            return value
+    allowed = " or ".join("null" if o is type(None) else o.__name__ for o in options)
+    raise ConfigError(f"{key}: expected {allowed}, got {value!r}")
+
+
+def _build(cls: type, data: Any, prefix: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix or 'config'}: expected a mapping of keys, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    values = {}
+    for key, value in data.items():
+        full = f"{prefix}{key}"
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f"; did you mean '{prefix}{close[0]}'?" if close else f"; allowed: {', '.join(names)}"
+            raise ConfigError(f"unknown key '{full}'{hint}")
+        if dataclasses.is_dataclass(hints[key]):
+            values[key] = _build(hints[key], value, f"{full}.")
+        else:
+            values[key] = _check_type(full, value, hints[key])
+    return cls(**values)
+
+
+def _as_dict(config: Any) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+def _get(config: Config, key: str) -> Any:
+    value: Any = config
+    for part in key.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def validate(config: Config) -> Config:
+    """Range and choice checks that types alone cannot express."""
+    for key, allowed in CHOICES.items():
+        if _get(config, key) not in allowed:
+            raise ConfigError(f"{key}: got {_get(config, key)!r}, allowed: {', '.join(allowed)}")
+    for key in POSITIVE:
+        if not _get(config, key) > 0:
+            raise ConfigError(f"{key}: got {_get(config, key)!r}, must be > 0")
+    for key in NON_NEGATIVE:
+        if not _get(config, key) >= 0:
+            raise ConfigError(f"{key}: got {_get(config, key)!r}, must be >= 0")
+    for key in UNIT_INTERVAL:
+        if not 0 <= _get(config, key) <= 1:
+            raise ConfigError(f"{key}: got {_get(config, key)!r}, must be in [0, 1]")
+    m = config.model
+    if m.num_layers < 2:
+        raise ConfigError(f"model.num_layers: got {m.num_layers}, must be >= 2")
+    if not 1 <= m.max_jump < m.num_layers:
+        raise ConfigError(
+            f"model.max_jump: got {m.max_jump}, must be in [1, model.num_layers - 1 = {m.num_layers - 1}]"
+        )
+    if m.dims % m.heads:
+        raise ConfigError(f"model.heads: got {m.heads}, must divide model.dims = {m.dims}")
+    if not 0 < config.task.test_fraction < 1:
+        raise ConfigError(f"task.test_fraction: got {config.task.test_fraction}, must be in (0, 1)")
+    if config.agent.baseline == "leave_one_out" and config.agent.samples < 2:
+        raise ConfigError(f"agent.samples: got {config.agent.samples}, leave_one_out needs >= 2")
+    if config.task.data_file is not None and not Path(config.task.data_file).is_file():
+        raise ConfigError(f"task.data_file: no such file: {config.task.data_file}")
+    if config.trainer.warmup_steps >= config.trainer.steps:
+        raise ConfigError(
+            f"trainer.warmup_steps: got {config.trainer.warmup_steps}, must be < trainer.steps = {config.trainer.steps}"
+        )
+    return config
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"override {text!r}: expected key=value, e.g. trainer.steps=300")
+    try:
+        value = yaml.safe_load(raw) if raw else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def from_dict(data: dict[str, Any], overrides: list[str] = ()) -> Config:
+    data = _deep_copy(data)
+    for text in overrides:
+        key, value = parse_override(text)
+        node = data
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {text!r}: '{part}' is not a section")
+        node[leaf] = value
+    return validate(_build(Config, data, ""))
+
+
+def _deep_copy(data: Any) -> Any:
+    return {k: _deep_copy(v) for k, v in data.items()} if isinstance(data, dict) else data
+
+
+def load(path: str | Path, overrides: list[str] = ()) -> Config:
+    """Read a YAML config, apply ``key=value`` overrides, check everything."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except (OSError, yaml.YAMLError) as error:
+        raise ConfigError(f"cannot read config {path}: {str(error).splitlines()[0]}") from None
+    return from_dict(data, overrides)
+
+
+def to_yaml(config: Config) -> str:
+    return yaml.safe_dump(_as_dict(config), sort_keys=False)

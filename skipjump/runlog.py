@@ -1,0 +1,84 @@
+"""A run directory and what is written into it.
+
+RUN_DIR/config.yaml        the resolved config
+RUN_DIR/metrics.jsonl      one JSON object per logging step
+RUN_DIR/events.out.tfevents.*   TensorBoard: scalars grouped train/ policy/ gates/ eval/,
+                           histograms jumps/layer<i>, jumps/depth, jumps/layer_usage
+RUN_DIR/summary.json       final evaluation, one entry per evaluated policy
+RUN_DIR/traces/<policy>.npz  per-sample evaluation paths
+RUN_DIR/checkpoints/last.pt
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.tensorboard import SummaryWriter
+
+from skipjump.config import Config, to_yaml
+
+
+def hyperparameter_table(config: Config) -> str:
+    """Markdown table of every config field, as TensorBoard's text tab shows it."""
+    rows = []
+
+    def walk(node, prefix):
+        for f in dataclasses.fields(node):
+            value = getattr(node, f.name)
+            if dataclasses.is_dataclass(value):
+                walk(value, f"{prefix}{f.name}.")
+            else:
+                rows.append(f"|{prefix}{f.name}|{value}|")
+
+    walk(config, "")
+    return "|param|value|\n|-|-|\n" + "\n".join(rows)
+
+
+class RunLog:
+    def __init__(self, run_dir: str | Path, config: Config, purge_step: int | None = None) -> None:
+        self.dir = Path(run_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        (self.dir / "config.yaml").write_text(to_yaml(config))
+        self.checkpoint_path = self.dir / "checkpoints" / "last.pt"
+        # purge_step: on resume, TensorBoard hides events at or after it that an earlier,
+        # interrupted process wrote past its last checkpoint.
+        self.writer = SummaryWriter(str(self.dir), purge_step=purge_step)
+        if purge_step is None:
+            self.writer.add_text("hyperparameters", hyperparameter_table(config))
+        self.num_layers = config.model.num_layers
+        self.max_jump = config.model.max_jump
+
+    def scalars(self, step: int, values: dict[str, float]) -> None:
+        with open(self.dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps({"step": step, **values}) + "\n")
+        for tag, value in values.items():
+            self.writer.add_scalar(tag, value, step)
+
+    def jump_histograms(self, step: int, actions: torch.Tensor, executed: torch.Tensor, prefix: str = "jumps") -> None:
+        """actions (N, L - 1) with -1 for no decision; executed (N, L) bool."""
+        action_bins = np.arange(-0.5, self.max_jump + 1.0)
+        for i in range(self.num_layers - 1):
+            decided = actions[:, i][actions[:, i] >= 0]
+            if decided.numel():  # add_histogram raises on empty input
+                self.writer.add_histogram(f"{prefix}/layer{i}", decided.numpy(), step, bins=action_bins)
+        depth_bins = np.arange(0.5, self.num_layers + 1.0)
+        self.writer.add_histogram(f"{prefix}/depth", executed.sum(dim=1).numpy(), step, bins=depth_bins)
+        usage = torch.nonzero(executed)[:, 1].numpy()
+        self.writer.add_histogram(f"{prefix}/layer_usage", usage, step, bins=np.arange(-0.5, self.num_layers))
+
+    def write_summary(self, step: int, summaries: dict[str, dict], samples: dict[str, dict[str, np.ndarray]]) -> None:
+        (self.dir / "summary.json").write_text(json.dumps({"step": step, **summaries}, indent=2) + "\n")
+        traces = self.dir / "traces"
+        traces.mkdir(exist_ok=True)
+        for name, arrays in samples.items():
+            np.savez_compressed(traces / f"{name}.npz", **arrays)
+
+    def flush(self) -> None:
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()

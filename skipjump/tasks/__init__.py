@@ -1,0 +1,20 @@
+"""Tasks behind one interface; ``make_task`` builds one from a config."""
+
+from __future__ import annotations
+
+from skipjump.config import TaskConfig
+from skipjump.tasks.base import JumpModel, Split, Task
+from skipjump.tasks.digits import DataError, DigitsTask
+
+TASKS = {"digits": DigitsTask}
+
+
+def make_task(config: TaskConfig, seed: int) -> Task:
+    if config.name not in TASKS:
+        raise ValueError(f"unknown task {config.name!r}; known: {', '.join(TASKS)}")
+    if config.name == "digits":
+        return DigitsTask(seed, config.patch, config.test_fraction, config.data_file)
+    raise AssertionError(config.name)
+
+
+__all__ = ["TASKS", "DataError", "DigitsTask", "JumpModel", "Split", "Task", "make_task"]

@@ -1,0 +1,296 @@
+"""The alternating trainer: supervised updates of the network, policy-gradient updates of the policy.
+
+Schedule (``trainer.schedule``):
+    alternate  ``warmup_steps`` supervised steps, then cycles of ``supervised_steps`` supervised
+               and ``policy_steps`` policy steps
+    joint      after the warm-up, each step updates both from one forward pass
+
+A supervised step trains the network (never the policy) on the path given by
+``supervised_path``: the policy's sampled path, full depth, or random skipping. A policy step
+freezes the network (no network gradients are computed) and applies REINFORCE to the policy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+
+import torch
+from tqdm import tqdm
+
+from skipjump.agent import ReinforceAgent
+from skipjump.checkpoint import random_states, save_checkpoint
+from skipjump.config import Config
+from skipjump.evaluate import Evaluation, run_policy
+from skipjump.reward import jump_reward
+from skipjump.runlog import RunLog
+from skipjump.stack import JumpTrace, Routing
+from skipjump.tasks.base import JumpModel, Task
+
+
+class NonFiniteError(RuntimeError):
+    """A NaN or infinite loss, reward or gradient; the message names the step and quantity."""
+
+
+@contextlib.contextmanager
+def frozen(params: list[torch.nn.Parameter]) -> Iterator[None]:
+    """Temporarily stop autograd from tracking ``params``."""
+    flags = [p.requires_grad for p in params]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in zip(params, flags):
+            p.requires_grad_(flag)
+
+
+class BatchSampler:
+    """Reshuffled epochs over ``size`` indices from its own generator (so it can be checkpointed)."""
+
+    def __init__(self, size: int, batch_size: int, seed: int) -> None:
+        self.size, self.batch_size = size, min(batch_size, size)
+        self.generator = torch.Generator().manual_seed(seed)
+        self.order = torch.randperm(size, generator=self.generator)
+        self.position = 0
+
+    def next(self) -> torch.Tensor:
+        if self.position + self.batch_size > self.size:
+            self.order = torch.randperm(self.size, generator=self.generator)
+            self.position = 0
+        batch = self.order[self.position : self.position + self.batch_size]
+        self.position += self.batch_size
+        return batch
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state(), "order": self.order, "position": self.position}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+        self.order, self.position = state["order"], state["position"]
+
+
+class Trainer:
+    def __init__(self, config: Config, task: Task, model: JumpModel, run: RunLog | None = None) -> None:
+        self.config, self.task, self.model, self.run = config, task, model, run
+        t, a = config.trainer, config.agent
+        self.agent = ReinforceAgent(a, config.model.dims)
+        self.network_params = model.network_parameters()
+        self.policy_params = list(model.stack.policy.parameters()) + list(self.agent.parameters())
+        self.network_optimizer = torch.optim.AdamW(self.network_params, lr=t.lr, weight_decay=t.weight_decay)
+        self.policy_optimizer = torch.optim.Adam(self.policy_params, lr=a.lr)
+        self.sampler = BatchSampler(len(task.train), t.batch_size, config.seed)
+        self.step = 0
+        self.policy_updates = 0
+        self._window: dict[str, list[float]] = defaultdict(list)
+        self._window_traces: list[JumpTrace] = []
+
+    # -- schedule --------------------------------------------------------------------------
+
+    def phase(self, step: int) -> str:
+        t = self.config.trainer
+        if step < t.warmup_steps:
+            return "supervised"
+        if t.schedule == "joint":
+            return "joint"
+        cycle = (step - t.warmup_steps) % (t.supervised_steps + t.policy_steps)
+        return "supervised" if cycle < t.supervised_steps else "policy"
+
+    def first_decision(self) -> int:
+        """Curriculum: decisions unlock from the last layer backwards, one per ``curriculum_steps``."""
+        steps = self.config.trainer.curriculum_steps
+        last_decision = self.model.stack.num_layers - 2
+        return 0 if steps == 0 else max(0, last_decision - self.policy_updates // steps)
+
+    def supervised_routing(self) -> Routing:
+        t = self.config.trainer
+        if t.supervised_path == "full":
+            return Routing("full")
+        if t.supervised_path == "random":
+            return Routing("random", p=t.random_p)
+        return Routing("sample", first_decision=self.first_decision())
+
+    # -- steps -----------------------------------------------------------------------------
+
+    def _check(self, name: str, value: torch.Tensor) -> None:
+        if not bool(torch.isfinite(value).all()):
+            raise NonFiniteError(f"step {self.step}: non-finite {name} ({value.flatten()[:4].tolist()})")
+
+    def _clip_and_step(self, params: list, optimizer: torch.optim.Optimizer, clip: float, name: str) -> None:
+        norm = torch.nn.utils.clip_grad_norm_(params, clip if clip > 0 else math.inf)
+        self._check(f"{name} gradient norm", norm)
+        optimizer.step()
+
+    def _update(self, loss: torch.Tensor, params: list, optimizer: torch.optim.Optimizer, clip: float, name: str):
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self._clip_and_step(params, optimizer, clip, name)
+
+    def _task_stats(self, outputs: torch.Tensor, targets: torch.Tensor, loss: torch.Tensor, trace: JumpTrace):
+        return {
+            "train/loss": float(loss.detach().mean()),
+            "train/accuracy": float(self.task.correct(outputs, targets).float().mean()),
+            "train/compute_fraction": float(trace.compute_fraction.mean()),
+            "train/layers_mean": float(trace.layers_executed.float().mean()),
+            "train/unique_paths": trace.unique_paths(),
+        }
+
+    def supervised_step(self, inputs: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
+        """One network update; the policy is frozen (it only picks the path)."""
+        self.model.train()
+        with frozen(self.policy_params):
+            outputs = self.model(inputs, self.supervised_routing())
+        loss = self.task.per_sample_loss(outputs, targets)
+        self._check("task loss", loss)
+        t = self.config.trainer
+        self._update(loss.mean(), self.network_params, self.network_optimizer, t.grad_clip, "network")
+        if t.threshold_update:
+            self.model.stack.update_threshold(float(loss.mean()), t.threshold_lr)
+        return self._task_stats(outputs, targets, loss, self.model.stack.trace)
+
+    def _rewards(self, outputs, targets, trace) -> torch.Tensor:
+        a = self.config.agent
+        loss = self.task.per_sample_loss(outputs, targets).detach()
+        correct = self.task.correct(outputs, targets)
+        rewards = jump_reward(trace, loss, correct, kind=a.reward, lam=a.lam, gamma=a.gamma)
+        self._check("reward", rewards)
+        return rewards
+
+    def policy_loss(self, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, dict, torch.Tensor]:
+        """Sample paths (K per input for leave-one-out), score them, build the REINFORCE loss."""
+        k = self.agent.samples_per_input
+        repeated = inputs.repeat(k, *([1] * (inputs.dim() - 1)))
+        repeated_targets = targets.repeat(k)
+        first = self.first_decision()
+        outputs = self.model(repeated, Routing("sample", first_decision=first))
+        trace = self.model.stack.trace
+        rewards = self._rewards(outputs, repeated_targets, trace)
+        greedy_rewards = None
+        if self.config.agent.baseline == "self_critical":
+            with torch.no_grad():
+                greedy_outputs = self.model(inputs, Routing("greedy", first_decision=first))
+                greedy_rewards = self._rewards(greedy_outputs, targets, self.model.stack.trace)
+            self.model.stack.trace = trace
+        loss, stats = self.agent.loss(trace, rewards, greedy_rewards)
+        self._check("policy loss", loss)
+        stats.update(
+            self._task_stats(outputs, repeated_targets, self.task.per_sample_loss(outputs, repeated_targets), trace)
+        )
+        return loss, stats, outputs
+
+    def policy_step(self, inputs: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
+        """One REINFORCE update of the policy; the network is frozen and computes no gradients."""
+        self.model.train()
+        with frozen(self.network_params):
+            loss, stats, _ = self.policy_loss(inputs, targets)
+            self._update(loss, self.policy_params, self.policy_optimizer, self.config.agent.grad_clip, "policy")
+        self.policy_updates += 1
+        return stats
+
+    def joint_step(self, inputs: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
+        """Both updates from one forward pass (for comparison with the alternating schedule)."""
+        self.model.train()
+        policy_loss, stats, outputs = self.policy_loss(inputs, targets)
+        k = self.agent.samples_per_input
+        task_loss = self.task.per_sample_loss(outputs, targets.repeat(k)).mean()
+        self.network_optimizer.zero_grad(set_to_none=True)
+        self.policy_optimizer.zero_grad(set_to_none=True)
+        (task_loss + policy_loss).backward()  # disjoint: the policy reads detached states
+        self._clip_and_step(self.network_params, self.network_optimizer, self.config.trainer.grad_clip, "network")
+        self._clip_and_step(self.policy_params, self.policy_optimizer, self.config.agent.grad_clip, "policy")
+        self.policy_updates += 1
+        return stats
+
+    # -- loop ------------------------------------------------------------------------------
+
+    def train_step(self) -> dict[str, float]:
+        index = self.sampler.next()
+        inputs, targets = self.task.train.inputs[index], self.task.train.targets[index]
+        phase = self.phase(self.step)
+        stats = {"supervised": self.supervised_step, "policy": self.policy_step, "joint": self.joint_step}[phase](
+            inputs, targets
+        )
+        self.step += 1
+        return stats
+
+    def train(self, steps: int | None = None) -> None:
+        """Run until ``steps`` (default: ``trainer.steps``) with a progress bar, logs and checkpoints."""
+        t = self.config.trainer
+        end = t.steps if steps is None else steps
+        bar = tqdm(total=end, initial=self.step, desc="train", disable=None, dynamic_ncols=True)
+        started, started_step = time.perf_counter(), self.step
+        while self.step < end:
+            stats = self.train_step()
+            for key, value in stats.items():
+                self._window[key].append(value)
+            self._window_traces.append(self.model.stack.trace)
+            bar.update(1)
+            if "policy/reward" in stats:
+                bar.set_postfix(
+                    reward=f"{stats['policy/reward']:+.3f}", compute=f"{stats['train/compute_fraction']:.2f}"
+                )
+            if self.step % t.log_every == 0 or self.step == end:
+                rate = (self.step - started_step) / (time.perf_counter() - started)
+                self.log_window(rate)
+            if t.eval_every and self.step % t.eval_every == 0:
+                self.log_evaluation({name: self.evaluate_one(name) for name in ("greedy", "full")})
+            if self.run is not None and (self.step % t.checkpoint_every == 0 or self.step == end):
+                self.save()
+        bar.close()
+
+    def log_window(self, steps_per_second: float) -> None:
+        if self.run is None or not self._window:
+            self._window.clear()
+            self._window_traces.clear()
+            return
+        values = {key: sum(v) / len(v) for key, v in self._window.items()}
+        values["charts/steps_per_second"] = steps_per_second
+        for i, threshold in enumerate(self.model.stack.thresholds()):
+            values[f"gates/threshold_layer{i}"] = threshold
+        self.run.scalars(self.step, values)
+        actions = torch.cat([tr.actions for tr in self._window_traces])
+        executed = torch.cat([tr.executed for tr in self._window_traces])
+        self.run.jump_histograms(self.step, actions, executed)
+        self._window.clear()
+        self._window_traces.clear()
+
+    # -- evaluation ------------------------------------------------------------------------
+
+    def evaluate_one(self, name: str) -> Evaluation:
+        routing = Routing("greedy" if name == "greedy" else "full")
+        return run_policy(self.model, self.task, self.task.test, routing, self.config.trainer.eval_batch_size)
+
+    def log_evaluation(self, results: dict[str, Evaluation]) -> None:
+        if self.run is None:
+            return
+        values = {}
+        for name, result in results.items():
+            for key in ("accuracy", "loss", "layers_mean", "compute_fraction", "unique_paths"):
+                values[f"eval/{name}/{key}"] = float(result.summary[key])
+        self.run.scalars(self.step, values)
+        if "greedy" in results:
+            samples = results["greedy"].samples
+            self.run.jump_histograms(
+                self.step, torch.from_numpy(samples["actions"]), torch.from_numpy(samples["executed"]), "eval_jumps"
+            )
+
+    # -- state -----------------------------------------------------------------------------
+
+    def state_dict(self) -> dict:
+        return {
+            "model": self.model.state_dict(),
+            "agent": self.agent.state_dict(),
+            "network_optimizer": self.network_optimizer.state_dict(),
+            "policy_optimizer": self.policy_optimizer.state_dict(),
+            "sampler": self.sampler.state_dict(),
+            "step": self.step,
+            "policy_updates": self.policy_updates,
+            "random": random_states(),
+        }
+
+    def save(self) -> None:
+        save_checkpoint(self.run.checkpoint_path, self.state_dict())
+        self.run.flush()

@@ -1,0 +1,129 @@
+import pytest
+import torch
+
+from skipjump import JumpStack, Routing, StackConfig
+from skipjump.agent import ReinforceAgent
+from skipjump.config import AgentConfig
+from skipjump.reward import jump_reward
+from skipjump.stack import JumpTrace
+
+
+def fake_trace(compute: list[float]) -> JumpTrace:
+    b = len(compute)
+    return JumpTrace(
+        actions=torch.zeros(b, 3, dtype=torch.long),
+        executed=torch.ones(b, 4, dtype=torch.bool),
+        log_probs=torch.zeros(b),
+        entropy=torch.zeros(b),
+        layers_executed=torch.full((b,), 4),
+        compute_fraction=torch.tensor(compute),
+        features=torch.zeros(b, 8),
+    )
+
+
+def test_compute_minus_loss_reward():
+    trace = fake_trace([1.0, 0.5, 0.25])
+    loss = torch.tensor([0.1, 0.2, 2.0])
+    reward = jump_reward(trace, loss, lam=2.0)
+    torch.testing.assert_close(reward, torch.tensor([0.0 - 0.1, 1.0 - 0.2, 1.5 - 2.0]))
+
+
+def test_blockdrop_reward():
+    trace = fake_trace([1.0, 0.5, 0.5])
+    correct = torch.tensor([True, True, False])
+    reward = jump_reward(trace, torch.zeros(3), correct, kind="blockdrop", gamma=7.0)
+    torch.testing.assert_close(reward, torch.tensor([0.0, 0.75, -7.0]))
+    with pytest.raises(ValueError, match="correctness"):
+        jump_reward(trace, torch.zeros(3), kind="blockdrop")
+    with pytest.raises(ValueError, match="reward kind"):
+        jump_reward(trace, torch.zeros(3), kind="nope")
+
+
+def agent(baseline: str, **kw) -> ReinforceAgent:
+    return ReinforceAgent(AgentConfig(baseline=baseline, **kw), dims=8)
+
+
+def test_leave_one_out_advantage_has_mean_zero_and_excludes_itself():
+    torch.manual_seed(0)
+    k, b = 4, 5
+    rewards = torch.randn(k * b)
+    advantages, _ = agent("leave_one_out", samples=k).advantages(rewards)
+    grouped, adv = rewards.view(k, b), advantages.view(k, b)
+    torch.testing.assert_close(adv.mean(dim=0), torch.zeros(b), atol=1e-6, rtol=0)
+    expected_first = grouped[0, 0] - grouped[1:, 0].mean()
+    torch.testing.assert_close(adv[0, 0], expected_first)
+
+
+def test_moving_average_uses_the_baseline_from_before_the_update():
+    a = agent("moving_average", momentum=0.5)
+    first, _ = a.advantages(torch.tensor([1.0, 3.0]))
+    torch.testing.assert_close(first, torch.tensor([-1.0, 1.0]))  # first batch: its own mean
+    second, _ = a.advantages(torch.tensor([4.0, 6.0]))
+    torch.testing.assert_close(second, torch.tensor([2.0, 4.0]))  # b = 2 from before
+    assert float(a.running_reward) == pytest.approx(0.5 * 2.0 + 0.5 * 5.0)
+
+
+def test_self_critical_and_none():
+    rewards = torch.tensor([1.0, 2.0])
+    sc, _ = agent("self_critical").advantages(rewards, greedy_rewards=torch.tensor([0.5, 3.0]))
+    torch.testing.assert_close(sc, torch.tensor([0.5, -1.0]))
+    with pytest.raises(ValueError, match="greedy"):
+        agent("self_critical").advantages(rewards)
+    none, _ = agent("none").advantages(rewards)
+    torch.testing.assert_close(none, rewards)
+
+
+def test_value_baseline_learns_the_reward():
+    torch.manual_seed(0)
+    a = agent("value")
+    features = torch.randn(32, 8)
+    rewards = features[:, 0] * 2.0
+    optimizer = torch.optim.Adam(a.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(200):
+        advantages, value_loss = a.advantages(rewards, features=features)
+        optimizer.zero_grad()
+        value_loss.backward()
+        optimizer.step()
+        losses.append(float(value_loss.detach()))
+    assert losses[-1] < 0.05 * losses[0]
+    assert advantages.abs().mean() < 0.3 * rewards.abs().mean()
+
+
+def test_policy_loss_normalises_advantages_but_logs_their_raw_spread():
+    stack = JumpStack(StackConfig(dims=8, num_layers=4, heads=2, memory_slots=4, policy_hidden=8))
+    stack(torch.randn(6, 3, 8), routing="sample")
+    rewards = torch.arange(6.0) * 10
+    loss, stats = agent("none").loss(stack.trace, rewards)
+    assert stats["policy/advantage_std"] == pytest.approx(float(rewards.std()))
+    loss.backward()
+    assert stack.policy.net[0].weight.grad.abs().sum() > 0
+
+
+def learn(skip_penalty: float, steps: int = 150) -> float:
+    """Train only the policy of a small stack on a synthetic loss; return mean layers run."""
+    torch.manual_seed(0)
+    stack = JumpStack(StackConfig(dims=8, num_layers=6, heads=2, memory_slots=4, policy_hidden=16))
+    reinforce = ReinforceAgent(AgentConfig(baseline="moving_average", lam=1.0, entropy_coef=0.0), dims=8)
+    optimizer = torch.optim.Adam(stack.policy.parameters(), lr=0.05)
+    x = torch.randn(32, 4, 8)
+    for _ in range(steps):
+        stack(x, routing="sample")
+        trace = stack.trace
+        skipped = (6 - trace.layers_executed).float()
+        loss = skip_penalty * skipped  # the synthetic task loss: free, or ruined by each skip
+        rewards = jump_reward(trace, loss, lam=1.0)
+        policy_loss, _ = reinforce.loss(trace, rewards)
+        optimizer.zero_grad()
+        policy_loss.backward()
+        optimizer.step()
+    stack(x, routing=Routing("greedy"))
+    return float(stack.trace.layers_executed.float().mean())
+
+
+def test_the_policy_learns_to_jump_when_jumping_is_free():
+    assert learn(skip_penalty=0.0) <= 3.5  # the shortest paths run 3 layers
+
+
+def test_the_policy_learns_not_to_jump_when_jumping_ruins_the_loss():
+    assert learn(skip_penalty=1.0) >= 5.5  # full depth is 6

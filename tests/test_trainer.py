@@ -1,0 +1,129 @@
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from skipjump.checkpoint import seed_everything
+from skipjump.config import from_dict
+from skipjump.tasks import make_task
+from skipjump.trainer import Trainer
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "experiments"))
+import train  # noqa: E402
+
+TINY = [
+    "model.dims=16",
+    "model.num_layers=4",
+    "model.heads=2",
+    "model.memory_slots=8",
+    "model.policy_hidden=16",
+    "trainer.batch_size=16",
+    "trainer.eval_batch_size=256",
+]
+
+
+def make_trainer(*overrides: str) -> Trainer:
+    config = from_dict({}, [*TINY, "trainer.steps=20", "trainer.warmup_steps=2", *overrides])
+    seed_everything(config.seed)
+    task = make_task(config.task, config.seed)
+    return Trainer(config, task, task.build_model(config.model))
+
+
+def snapshot(params) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in params]
+
+
+def changed(before, params) -> bool:
+    return any(not torch.equal(b, p) for b, p in zip(before, params))
+
+
+def test_supervised_steps_leave_the_policy_untouched():
+    trainer = make_trainer()
+    policy, network = snapshot(trainer.policy_params), snapshot(trainer.network_params)
+    inputs, targets = trainer.task.train.inputs[:16], trainer.task.train.targets[:16]
+    trainer.supervised_step(inputs, targets)
+    assert not changed(policy, trainer.policy_params)
+    assert changed(network, trainer.network_params)
+
+
+@pytest.mark.parametrize("baseline", ["none", "moving_average", "self_critical", "leave_one_out", "value"])
+def test_policy_steps_leave_the_network_untouched_and_compute_no_network_gradients(baseline):
+    trainer = make_trainer(f"agent.baseline={baseline}")
+    policy, network = snapshot(trainer.policy_params), snapshot(trainer.network_params)
+    inputs, targets = trainer.task.train.inputs[:16], trainer.task.train.targets[:16]
+    stats = trainer.policy_step(inputs, targets)
+    assert changed(policy, trainer.policy_params)
+    assert not changed(network, trainer.network_params)
+    assert all(p.grad is None for p in trainer.network_params)
+    assert np.isfinite(stats["policy/loss"])
+    if baseline == "leave_one_out":
+        assert trainer.model.stack.trace.actions.shape[0] == 16 * trainer.config.agent.samples
+
+
+def test_schedule_warmup_then_cycles_and_joint():
+    trainer = make_trainer("trainer.warmup_steps=3", "trainer.supervised_steps=2", "trainer.policy_steps=1")
+    assert [trainer.phase(s) for s in range(9)] == ["supervised"] * 3 + ["supervised", "supervised", "policy"] * 2
+    joint = make_trainer("trainer.schedule=joint")
+    assert [joint.phase(s) for s in range(4)] == ["supervised", "supervised", "joint", "joint"]
+    policy, network = snapshot(joint.policy_params), snapshot(joint.network_params)
+    joint.joint_step(joint.task.train.inputs[:16], joint.task.train.targets[:16])
+    assert changed(policy, joint.policy_params) and changed(network, joint.network_params)
+
+
+def test_curriculum_unlocks_decisions_from_the_last_layer_backwards():
+    trainer = make_trainer("trainer.curriculum_steps=2")
+    seen = []
+    for updates in range(7):
+        trainer.policy_updates = updates
+        seen.append(trainer.first_decision())
+    assert seen == [2, 2, 1, 1, 0, 0, 0]
+
+
+def run_train(tmp_path: Path, name: str, *overrides: str) -> Path:
+    run_dir = tmp_path / name
+    args = ["--config", str(ROOT / "experiments/configs/digits.yaml"), "--run-dir", str(run_dir)]
+    short = ["trainer.steps=40", "trainer.warmup_steps=20", "trainer.log_every=10", "trainer.eval_every=20"]
+    assert train.main([*args, *TINY, *short, *overrides]) == 0
+    return run_dir
+
+
+def test_a_short_run_writes_every_file_with_histograms_in_the_events(tmp_path):
+    run_dir = run_train(tmp_path, "run")
+    assert (run_dir / "config.yaml").read_text().startswith("name: digits")
+    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics if "train/loss" in m] == [10, 20, 30, 40]
+    assert any("policy/reward" in m for m in metrics)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    for policy in ("greedy", "full", "random_matched", "static_matched"):
+        assert {"accuracy", "loss", "layers_mean", "compute_fraction", "unique_paths"} <= set(summary[policy])
+        trace = np.load(run_dir / "traces" / f"{policy}.npz")
+        assert {"actions", "layers_executed", "label", "correct", "loss"} <= set(trace.files)
+        assert trace["actions"].shape == (len(trace["label"]), 3)
+    assert summary["full"]["compute_fraction"] == 1.0
+    assert torch.load(run_dir / "checkpoints" / "last.pt", weights_only=False)["step"] == 40
+
+    events = EventAccumulator(str(run_dir), size_guidance={"histograms": 0, "scalars": 0})
+    events.Reload()
+    histograms = set(events.Tags()["histograms"])
+    assert {"jumps/layer0", "jumps/layer1", "jumps/layer2", "jumps/depth", "jumps/layer_usage"} <= histograms
+    assert "eval_jumps/depth" in histograms
+    depth = events.Histograms("jumps/depth")[-1].histogram_value
+    assert depth.num == 10 * 16  # every sample of the logging window
+    scalars = set(events.Tags()["scalars"])
+    expected = {"train/loss", "train/accuracy", "train/compute_fraction", "train/unique_paths", "policy/reward"}
+    expected |= {"policy/advantage_std", "policy/entropy", "policy/loss", "gates/threshold_layer0"}
+    expected |= {"eval/greedy/accuracy", "eval/full/accuracy", "eval/static_matched/compute_fraction"}
+    assert expected <= scalars
+
+
+def test_same_config_and_seed_give_the_same_summary(tmp_path):
+    first = (run_train(tmp_path, "a") / "summary.json").read_text()
+    second = (run_train(tmp_path, "b") / "summary.json").read_text()
+    assert first == second
+    third = (run_train(tmp_path, "c", "seed=1") / "summary.json").read_text()
+    assert third != first
