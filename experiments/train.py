@@ -1,9 +1,12 @@
 """Train a jump network whose jump policy is a REINFORCE agent, then evaluate it.
 
     python experiments/train.py --config experiments/configs/digits.yaml [key=value ...] [--run-dir DIR]
+    python experiments/train.py --resume RUN_DIR [key=value ...]
 
 Overrides are dotted config keys, e.g. ``trainer.steps=300 seed=2 agent.baseline=self_critical``.
 Writes a run directory (default runs/<config>__<seed>__<unix time>); see skipjump/runlog.py.
+SIGINT/SIGTERM save a checkpoint and exit (130/143); ``--resume`` continues from it.
+Exit codes: 0 done, 1 non-finite loss/reward/gradient, 2 bad config, data or checkpoint.
 """
 
 from __future__ import annotations
@@ -13,35 +16,56 @@ import sys
 import time
 from pathlib import Path
 
-from skipjump.checkpoint import seed_everything
+from skipjump.checkpoint import CheckpointError, load_checkpoint, seed_everything
 from skipjump.config import ConfigError, load
 from skipjump.evaluate import evaluate, format_table
 from skipjump.runlog import RunLog
 from skipjump.tasks import DataError, make_task
-from skipjump.trainer import Trainer
+from skipjump.trainer import NonFiniteError, Trainer, stop_on_signals
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", required=True, help="YAML config, e.g. experiments/configs/digits.yaml")
-    parser.add_argument("--run-dir", help="where to write the run (default runs/<config>__<seed>__<time>)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--config", help="YAML config, e.g. experiments/configs/digits.yaml")
+    source.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its checkpoint")
+    parser.add_argument("--run-dir", help="where to write a new run (default runs/<config>__<seed>__<time>)")
     parser.add_argument("overrides", nargs="*", help="dotted key=value overrides")
     args = parser.parse_args(argv)
 
     try:
-        config = load(args.config, args.overrides)
+        if args.resume:
+            run_dir = Path(args.resume)
+            config = load(run_dir / "config.yaml", args.overrides)
+            state = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+        else:
+            config = load(args.config, args.overrides)
+            run_dir = Path(args.run_dir or f"runs/{Path(args.config).stem}__{config.seed}__{int(time.time())}")
+            state = None
         seed_everything(config.seed)
         task = make_task(config.task, config.seed)
-    except (ConfigError, DataError) as error:
+        model = task.build_model(config.model)
+        trainer = Trainer(config, task, model)
+        if state is not None:
+            trainer.load_state_dict(state, str(run_dir / "checkpoints" / "last.pt"))
+    except (ConfigError, DataError, CheckpointError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
 
-    run_dir = Path(args.run_dir or f"runs/{Path(args.config).stem}__{config.seed}__{int(time.time())}")
-    model = task.build_model(config.model)
-    run = RunLog(run_dir, config)
-    trainer = Trainer(config, task, model, run)
+    trainer.run = run = RunLog(run_dir, config, resume_step=trainer.step if state is not None else None)
     started = time.perf_counter()
-    trainer.train()
+    try:
+        with stop_on_signals(trainer):
+            trainer.train()
+    except NonFiniteError as error:
+        run.close()
+        print(f"error: {error}; the last good checkpoint is kept in {run.checkpoint_path}", file=sys.stderr)
+        return 1
+    if trainer.stop_signal is not None:
+        trainer.save()
+        run.close()
+        print(f"stopped at step {trainer.step}; resume with: python experiments/train.py --resume {run_dir}")
+        return 128 + trainer.stop_signal
     trained = time.perf_counter() - started
 
     results = evaluate(model, task, config.trainer.eval_batch_size, config.seed)

@@ -39,18 +39,37 @@ def hyperparameter_table(config: Config) -> str:
 
 
 class RunLog:
-    def __init__(self, run_dir: str | Path, config: Config, purge_step: int | None = None) -> None:
+    def __init__(self, run_dir: str | Path, config: Config, resume_step: int | None = None) -> None:
+        """``resume_step``: continue a run whose checkpoint is at that step; whatever an earlier,
+        interrupted process logged after it is dropped, so no step is lost or repeated."""
         self.dir = Path(run_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / "config.yaml").write_text(to_yaml(config))
         self.checkpoint_path = self.dir / "checkpoints" / "last.pt"
-        # purge_step: on resume, TensorBoard hides events at or after it that an earlier,
-        # interrupted process wrote past its last checkpoint.
+        purge_step = None
+        if resume_step is not None:
+            self._trim_metrics(resume_step)
+            purge_step = resume_step + 1  # TensorBoard hides older events from this step on
         self.writer = SummaryWriter(str(self.dir), purge_step=purge_step)
-        if purge_step is None:
+        if resume_step is None:
             self.writer.add_text("hyperparameters", hyperparameter_table(config))
         self.num_layers = config.model.num_layers
         self.max_jump = config.model.max_jump
+
+    def _trim_metrics(self, last_step: int) -> None:
+        path = self.dir / "metrics.jsonl"
+        if not path.exists():
+            return
+        kept = []
+        for line in path.read_text().splitlines():
+            try:
+                if json.loads(line)["step"] <= last_step:
+                    kept.append(line)
+            except (json.JSONDecodeError, KeyError, TypeError):
+                pass  # a line cut short by a kill
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text("".join(f"{line}\n" for line in kept))
+        tmp.replace(path)
 
     def scalars(self, step: int, values: dict[str, float]) -> None:
         with open(self.dir / "metrics.jsonl", "a") as f:

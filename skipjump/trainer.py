@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import signal
 import time
 from collections import defaultdict
 from collections.abc import Iterator
@@ -22,7 +23,7 @@ import torch
 from tqdm import tqdm
 
 from skipjump.agent import ReinforceAgent
-from skipjump.checkpoint import random_states, save_checkpoint
+from skipjump.checkpoint import load_module_state, random_states, save_checkpoint, set_random_states
 from skipjump.config import Config
 from skipjump.evaluate import Evaluation, run_policy
 from skipjump.reward import jump_reward
@@ -85,8 +86,10 @@ class Trainer:
         self.sampler = BatchSampler(len(task.train), t.batch_size, config.seed)
         self.step = 0
         self.policy_updates = 0
+        self.stop_signal: int | None = None  # set by stop_on_signals; train() then returns early
+        # The logging window is part of the state, so a resumed run logs what an unbroken one would.
         self._window: dict[str, list[float]] = defaultdict(list)
-        self._window_traces: list[JumpTrace] = []
+        self._window_paths: list[tuple[torch.Tensor, torch.Tensor]] = []  # (actions, executed)
 
     # -- schedule --------------------------------------------------------------------------
 
@@ -154,6 +157,7 @@ class Trainer:
     def _rewards(self, outputs, targets, trace) -> torch.Tensor:
         a = self.config.agent
         loss = self.task.per_sample_loss(outputs, targets).detach()
+        self._check("task loss", loss)
         correct = self.task.correct(outputs, targets)
         rewards = jump_reward(trace, loss, correct, kind=a.reward, lam=a.lam, gamma=a.gamma)
         self._check("reward", rewards)
@@ -222,17 +226,20 @@ class Trainer:
         end = t.steps if steps is None else steps
         bar = tqdm(total=end, initial=self.step, desc="train", disable=None, dynamic_ncols=True)
         started, started_step = time.perf_counter(), self.step
-        while self.step < end:
+        if self.run is not None and not self.run.checkpoint_path.exists():
+            self.save()  # from the first moment on, the run directory holds a loadable checkpoint
+        while self.step < end and self.stop_signal is None:
             stats = self.train_step()
             for key, value in stats.items():
                 self._window[key].append(value)
-            self._window_traces.append(self.model.stack.trace)
+            trace = self.model.stack.trace
+            self._window_paths.append((trace.actions, trace.executed))
             bar.update(1)
             if "policy/reward" in stats:
                 bar.set_postfix(
                     reward=f"{stats['policy/reward']:+.3f}", compute=f"{stats['train/compute_fraction']:.2f}"
                 )
-            if self.step % t.log_every == 0 or self.step == end:
+            if self.step % t.log_every == 0 or self.step == t.steps:
                 rate = (self.step - started_step) / (time.perf_counter() - started)
                 self.log_window(rate)
             if t.eval_every and self.step % t.eval_every == 0:
@@ -244,18 +251,18 @@ class Trainer:
     def log_window(self, steps_per_second: float) -> None:
         if self.run is None or not self._window:
             self._window.clear()
-            self._window_traces.clear()
+            self._window_paths.clear()
             return
         values = {key: sum(v) / len(v) for key, v in self._window.items()}
         values["charts/steps_per_second"] = steps_per_second
         for i, threshold in enumerate(self.model.stack.thresholds()):
             values[f"gates/threshold_layer{i}"] = threshold
         self.run.scalars(self.step, values)
-        actions = torch.cat([tr.actions for tr in self._window_traces])
-        executed = torch.cat([tr.executed for tr in self._window_traces])
+        actions = torch.cat([a for a, _ in self._window_paths])
+        executed = torch.cat([e for _, e in self._window_paths])
         self.run.jump_histograms(self.step, actions, executed)
         self._window.clear()
-        self._window_traces.clear()
+        self._window_paths.clear()
 
     # -- evaluation ------------------------------------------------------------------------
 
@@ -289,8 +296,38 @@ class Trainer:
             "step": self.step,
             "policy_updates": self.policy_updates,
             "random": random_states(),
+            "window": (dict(self._window), list(self._window_paths)),
         }
+
+    def load_state_dict(self, state: dict, path: str = "checkpoint") -> None:
+        """Restore everything ``state_dict`` saved; mismatches raise CheckpointError naming ``path``."""
+        load_module_state(self.model, state["model"], path, "the model")
+        load_module_state(self.agent, state["agent"], path, "the agent (baseline)")
+        self.network_optimizer.load_state_dict(state["network_optimizer"])
+        self.policy_optimizer.load_state_dict(state["policy_optimizer"])
+        self.sampler.load_state_dict(state["sampler"])
+        self.step, self.policy_updates = state["step"], state["policy_updates"]
+        window, paths = state["window"]
+        self._window = defaultdict(list, window)
+        self._window_paths = list(paths)
+        set_random_states(state["random"])
 
     def save(self) -> None:
         save_checkpoint(self.run.checkpoint_path, self.state_dict())
         self.run.flush()
+
+
+@contextlib.contextmanager
+def stop_on_signals(trainer: Trainer) -> Iterator[None]:
+    """SIGINT and SIGTERM ask ``trainer`` to stop after the current step (a second SIGINT aborts)."""
+
+    def request_stop(signum, frame):
+        trainer.stop_signal = signum
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -26,9 +26,12 @@ def load_digits_arrays(data_file: str | None = None) -> tuple[np.ndarray, np.nda
     path = Path(data_file)
     try:
         with np.load(path) as archive:
+            missing = [name for name in ("images", "labels") if name not in archive.files]
+            if missing:
+                raise DataError(f"{path}: missing array '{missing[0]}'; expected 'images' (N, 8, 8) and 'labels' (N,)")
             images, labels = archive["images"], archive["labels"]
-    except KeyError as error:
-        raise DataError(f"{path}: missing array {error}; expected 'images' (N, 8, 8) and 'labels' (N,)") from None
+    except DataError:
+        raise
     except Exception as error:  # noqa: BLE001 - any unreadable file gets the same clear message
         raise DataError(f"{path}: cannot read as .npz ({type(error).__name__})") from None
     if images.ndim != 3 or images.shape[1:] != (8, 8) or len(images) == 0:
