@@ -71,8 +71,7 @@ def random_compute_fraction(stack: JumpStack, tokens: int, p: float) -> float:
     visit[0] = 1.0
     for i in range(num_layers - 1):
         visit[next_layer(i, 0, num_layers)] += visit[i] * (1 - p)
-        for a in range(1, max_jump + 1):
-            visit[next_layer(i, a, num_layers)] += visit[i] * p / max_jump
+        visit[next_layer(i, max_jump, num_layers)] += visit[i] * p
     flops = stack.layer_flops(tokens).numpy()
     full = stack.full_depth_flops(tokens)
     return float((visit @ flops + full - flops.sum()) / full)

@@ -49,7 +49,8 @@ class Routing:
     """How jump actions are chosen.
 
     mode: "sample" (multinomial from the policy), "greedy" (argmax), "full" (never jump),
-        "random" (each decision jumps with probability ``p``, by 1..max_jump uniformly),
+        "random" (each decision jumps with probability ``p``, by max_jump: so compute falls
+        smoothly from full depth at p = 0 to the shortest path at p = 1),
         "fixed" (``actions``: (L - 1,) for every sample or (B, L - 1) per sample).
     first_decision: decisions at layers before this one are forced to 0 (a curriculum that
         unlocks decisions from the last layer backwards).
@@ -178,8 +179,7 @@ class JumpStack(nn.Module):
             return torch.zeros(n, dtype=torch.long, device=h.device), None, None
         if routing.mode == "random":
             jump = torch.rand(n, device=h.device) < routing.p
-            size = torch.randint(1, self.config.max_jump + 1, (n,), device=h.device)
-            return jump * size, None, None
+            return jump.long() * self.config.max_jump, None, None
         if routing.mode == "fixed":
             a = routing.actions.to(h.device)
             chosen = a[layer].expand(n) if a.dim() == 1 else a[rows, layer]
@@ -239,8 +239,8 @@ class JumpStack(nn.Module):
             if rows.numel() == 0:
                 continue
 
-            def gather(z, rows=rows, everyone=everyone):
-                return z if everyone or z is None else z.index_select(0, rows)
+            def gather(z: torch.Tensor | None) -> torch.Tensor | None:  # the rows at this layer
+                return z if everyone or z is None else z.index_select(0, rows)  # noqa: B023
 
             rows_mask = gather(mask)
             hi = layer(gather(h), rows_mask)

@@ -154,36 +154,38 @@ class Trainer:
             self.model.stack.update_threshold(float(loss.mean()), t.threshold_lr)
         return self._task_stats(outputs, targets, loss, self.model.stack.trace)
 
-    def _rewards(self, outputs, targets, trace) -> torch.Tensor:
+    def _score(self, outputs: torch.Tensor, targets: torch.Tensor, trace: JumpTrace):
+        """Per-sample task loss (B,) and reward (B,) of one forward pass."""
         a = self.config.agent
-        loss = self.task.per_sample_loss(outputs, targets).detach()
+        loss = self.task.per_sample_loss(outputs, targets)
         self._check("task loss", loss)
         correct = self.task.correct(outputs, targets)
-        rewards = jump_reward(trace, loss, correct, kind=a.reward, lam=a.lam, gamma=a.gamma)
+        rewards = jump_reward(trace, loss.detach(), correct, kind=a.reward, lam=a.lam, gamma=a.gamma)
         self._check("reward", rewards)
-        return rewards
+        return loss, rewards
 
     def policy_loss(self, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, dict, torch.Tensor]:
-        """Sample paths (K per input for leave-one-out), score them, build the REINFORCE loss."""
+        """Sample paths (K per input for leave-one-out), score them, build the REINFORCE loss.
+
+        Returns the policy loss, statistics, and the per-sample task loss of the sampled paths.
+        """
         k = self.agent.samples_per_input
         repeated = inputs.repeat(k, *([1] * (inputs.dim() - 1)))
         repeated_targets = targets.repeat(k)
         first = self.first_decision()
         outputs = self.model(repeated, Routing("sample", first_decision=first))
         trace = self.model.stack.trace
-        rewards = self._rewards(outputs, repeated_targets, trace)
+        task_loss, rewards = self._score(outputs, repeated_targets, trace)
         greedy_rewards = None
         if self.config.agent.baseline == "self_critical":
             with torch.no_grad():
                 greedy_outputs = self.model(inputs, Routing("greedy", first_decision=first))
-                greedy_rewards = self._rewards(greedy_outputs, targets, self.model.stack.trace)
+                _, greedy_rewards = self._score(greedy_outputs, targets, self.model.stack.trace)
             self.model.stack.trace = trace
         loss, stats = self.agent.loss(trace, rewards, greedy_rewards)
         self._check("policy loss", loss)
-        stats.update(
-            self._task_stats(outputs, repeated_targets, self.task.per_sample_loss(outputs, repeated_targets), trace)
-        )
-        return loss, stats, outputs
+        stats.update(self._task_stats(outputs, repeated_targets, task_loss, trace))
+        return loss, stats, task_loss
 
     def policy_step(self, inputs: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
         """One REINFORCE update of the policy; the network is frozen and computes no gradients."""
@@ -197,12 +199,10 @@ class Trainer:
     def joint_step(self, inputs: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
         """Both updates from one forward pass (for comparison with the alternating schedule)."""
         self.model.train()
-        policy_loss, stats, outputs = self.policy_loss(inputs, targets)
-        k = self.agent.samples_per_input
-        task_loss = self.task.per_sample_loss(outputs, targets.repeat(k)).mean()
+        policy_loss, stats, task_loss = self.policy_loss(inputs, targets)
         self.network_optimizer.zero_grad(set_to_none=True)
         self.policy_optimizer.zero_grad(set_to_none=True)
-        (task_loss + policy_loss).backward()  # disjoint: the policy reads detached states
+        (task_loss.mean() + policy_loss).backward()  # disjoint: the policy reads detached states
         self._clip_and_step(self.network_params, self.network_optimizer, self.config.trainer.grad_clip, "network")
         self._clip_and_step(self.policy_params, self.policy_optimizer, self.config.agent.grad_clip, "policy")
         self.policy_updates += 1
@@ -242,7 +242,7 @@ class Trainer:
             if self.step % t.log_every == 0 or self.step == t.steps:
                 rate = (self.step - started_step) / (time.perf_counter() - started)
                 self.log_window(rate)
-            if t.eval_every and self.step % t.eval_every == 0:
+            if t.eval_every and self.step % t.eval_every == 0 and self.step < t.steps:  # the last: full eval
                 self.log_evaluation({name: self.evaluate_one(name) for name in ("greedy", "full")})
             if self.run is not None and (self.step % t.checkpoint_every == 0 or self.step == end):
                 self.save()

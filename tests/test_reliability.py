@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from common import CONFIG, ROOT, train
+from common import TINY as COMMON_TINY
 
 from skipjump.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, seed_everything
 from skipjump.config import from_dict, load
@@ -17,21 +19,7 @@ from skipjump.runlog import RunLog
 from skipjump.tasks import DataError, DigitsTask, make_task
 from skipjump.trainer import NonFiniteError, Trainer
 
-ROOT = Path(__file__).resolve().parents[1]
-CONFIG = str(ROOT / "experiments" / "configs" / "digits.yaml")
-sys.path.insert(0, str(ROOT / "experiments"))
-import train  # noqa: E402
-
-TINY = [
-    "model.dims=16",
-    "model.num_layers=4",
-    "model.heads=2",
-    "model.memory_slots=8",
-    "model.policy_hidden=16",
-    "trainer.batch_size=16",
-    "trainer.warmup_steps=10",
-    "trainer.log_every=10",
-]
+TINY = [*COMMON_TINY, "trainer.warmup_steps=10", "trainer.log_every=10"]
 
 BAD_CONFIGS = [
     (["agent.lamda=1"], "unknown key 'agent.lamda'; did you mean 'agent.lam'?"),

@@ -1,30 +1,16 @@
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from common import CONFIG, TINY, train
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from skipjump.checkpoint import seed_everything
 from skipjump.config import from_dict
 from skipjump.tasks import make_task
 from skipjump.trainer import Trainer
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "experiments"))
-import train  # noqa: E402
-
-TINY = [
-    "model.dims=16",
-    "model.num_layers=4",
-    "model.heads=2",
-    "model.memory_slots=8",
-    "model.policy_hidden=16",
-    "trainer.batch_size=16",
-    "trainer.eval_batch_size=256",
-]
 
 
 def make_trainer(*overrides: str) -> Trainer:
@@ -86,7 +72,7 @@ def test_curriculum_unlocks_decisions_from_the_last_layer_backwards():
 
 def run_train(tmp_path: Path, name: str, *overrides: str) -> Path:
     run_dir = tmp_path / name
-    args = ["--config", str(ROOT / "experiments/configs/digits.yaml"), "--run-dir", str(run_dir)]
+    args = ["--config", CONFIG, "--run-dir", str(run_dir)]
     short = ["trainer.steps=40", "trainer.warmup_steps=20", "trainer.log_every=10", "trainer.eval_every=20"]
     assert train.main([*args, *TINY, *short, *overrides]) == 0
     return run_dir

@@ -12,9 +12,7 @@ TASKS = {"digits": DigitsTask}
 def make_task(config: TaskConfig, seed: int) -> Task:
     if config.name not in TASKS:
         raise ValueError(f"unknown task {config.name!r}; known: {', '.join(TASKS)}")
-    if config.name == "digits":
-        return DigitsTask(seed, config.patch, config.test_fraction, config.data_file)
-    raise AssertionError(config.name)
+    return TASKS[config.name].from_config(config, seed)
 
 
 __all__ = ["TASKS", "DataError", "DigitsTask", "JumpModel", "Split", "Task", "make_task"]

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from skipjump.config import TaskConfig
 from skipjump.stack import JumpStack, Routing, StackConfig
 
 
@@ -43,6 +44,10 @@ class Task(ABC):
     name: str
     train: Split
     test: Split
+
+    @classmethod
+    @abstractmethod
+    def from_config(cls, config: TaskConfig, seed: int) -> Task: ...
 
     @abstractmethod
     def build_model(self, stack: StackConfig) -> JumpModel: ...

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from skipjump.config import TaskConfig
 from skipjump.stack import JumpStack, StackConfig
 from skipjump.tasks.base import JumpModel, Split, Task
 
@@ -95,6 +96,10 @@ class DigitsTask(Task):
         test, train = torch.from_numpy(order[:n_test]), torch.from_numpy(order[n_test:])
         self.train = Split(inputs[train], targets[train])
         self.test = Split(inputs[test], targets[test])
+
+    @classmethod
+    def from_config(cls, config: TaskConfig, seed: int) -> DigitsTask:
+        return cls(seed, config.patch, config.test_fraction, config.data_file)
 
     def build_model(self, stack: StackConfig) -> JumpModel:
         tokens = (8 // self.patch) ** 2
