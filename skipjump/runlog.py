@@ -101,3 +101,18 @@ class RunLog:
 
     def close(self) -> None:
         self.writer.close()
+
+
+def load_run(run_dir: str | Path):
+    """(config, task, model) of a run directory, the model holding its last checkpoint's weights."""
+    from skipjump.checkpoint import load_checkpoint, load_module_state
+    from skipjump.config import load
+    from skipjump.tasks import make_task
+
+    run_dir = Path(run_dir)
+    config = load(run_dir / "config.yaml")
+    task = make_task(config.task, config.seed)
+    model = task.build_model(config.model)
+    path = run_dir / "checkpoints" / "last.pt"
+    load_module_state(model, load_checkpoint(path)["model"], path, "the model")
+    return config, task, model.eval()

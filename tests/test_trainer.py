@@ -1,10 +1,11 @@
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from common import CONFIG, TINY, train
+from common import CONFIG, ROOT, TINY, train
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from skipjump.checkpoint import seed_everything
@@ -113,3 +114,18 @@ def test_same_config_and_seed_give_the_same_summary(tmp_path):
     assert first == second
     third = (run_train(tmp_path, "c", "seed=1") / "summary.json").read_text()
     assert third != first
+
+
+def test_path_study_reads_a_run_directory(tmp_path):
+    import subprocess
+
+    run_dir = run_train(tmp_path, "run")
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "experiments/path_study.py"), str(run_dir)], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    rows = [line.split() for line in result.stdout.splitlines()[2:]]
+    assert [int(r[0]) for r in rows] == [2, 3, 4]  # 4 layers, max jump 2: 2 to 4 layers run
+    for row in rows:
+        best, mean, oracle = float(row[3]), float(row[4]), float(row[5])
+        assert mean <= best <= oracle <= 1.0

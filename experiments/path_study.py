@@ -1,0 +1,49 @@
+"""How much could per-sample paths gain over one fixed path? Every fixed path of a trained run.
+
+    python experiments/path_study.py RUN_DIR
+
+Runs every distinct path on the test split and prints, for each number of layers run: the
+compute of the cheapest such path, the best and mean accuracy of a fixed path of that length,
+and the per-sample oracle (a sample counts as right if any path of that length gets it right).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+from skipjump import Routing, enumerate_paths, path_to_actions
+from skipjump.evaluate import path_compute_fraction, run_policy
+from skipjump.runlog import load_run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run_dir")
+    args = parser.parse_args()
+
+    config, task, model = load_run(args.run_dir)
+    layers, max_jump = config.model.num_layers, config.model.max_jump
+    tokens = model.embed(task.test.inputs[:1]).shape[1]
+    by_length: dict[int, list[tuple[tuple[int, ...], float, np.ndarray]]] = {}
+    for path in enumerate_paths(layers, max_jump):
+        routing = Routing("fixed", actions=path_to_actions(path, layers, max_jump))
+        correct = run_policy(model, task, task.test, routing).samples["correct"]
+        by_length.setdefault(len(path), []).append((path, path_compute_fraction(model.stack, tokens, path), correct))
+
+    print(f"{args.run_dir}: {len(task.test)} test samples")
+    print(f"{'layers':>6}{'paths':>7}{'compute':>9}{'best fixed':>12}{'mean fixed':>12}{'oracle':>8}  best path")
+    for length, items in sorted(by_length.items()):
+        accuracies = [float(c.mean()) for _, _, c in items]
+        best = int(np.argmax(accuracies))
+        oracle = float(np.any([c for _, _, c in items], axis=0).mean())
+        compute = min(cf for _, cf, _ in items)
+        print(
+            f"{length:>6}{len(items):>7}{compute:>9.3f}{accuracies[best]:>12.4f}{np.mean(accuracies):>12.4f}"
+            f"{oracle:>8.4f}  {items[best][0]}"
+        )
+
+
+if __name__ == "__main__":
+    main()
