@@ -136,6 +136,7 @@ class JumpStack(nn.Module):
         self.register_buffer("last_loss", torch.tensor(float("nan")))
         self.routing: Routing | None = None  # default when forward gets none; None = by mode
         self.trace: JumpTrace | None = None
+        self._flops_cache: dict[int, torch.Tensor] = {}
 
     @property
     def num_layers(self) -> int:
@@ -245,9 +246,6 @@ class JumpStack(nn.Module):
             rows_mask = gather(mask)
             hi = layer(gather(h), rows_mask)
             executed[:, i].index_fill_(0, rows, True)
-            pooled = masked_mean(hi, rows_mask).unsqueeze(1)  # (N, 1, D)
-            g = self.memory_gate(pooled)
-            wm = g * gather(work_mem) + (1 - g) * pooled
 
             if i < num_layers - 1:
                 a, logp, ent = self._decide(routing, i, hi, rows_mask, rows, input_logits)
@@ -256,13 +254,16 @@ class JumpStack(nn.Module):
                 if logp is not None:
                     log_probs = log_probs.index_add(0, rows, logp)
                     entropy = entropy.index_add(0, rows, ent)
-                if jump_mix:
+                if jump_mix:  # the working memory is read only here, so it is kept only then
+                    pooled = masked_mean(hi, rows_mask).unsqueeze(1)  # (N, 1, D)
+                    g = self.memory_gate(pooled)
+                    wm = g * gather(work_mem) + (1 - g) * pooled
+                    work_mem = wm if everyone else work_mem.index_copy(0, rows, wm)
                     jumped = (a > 0).to(hi.dtype)[:, None, None]
                     w = self.jump_weights[(a - 1).clamp(min=0)][:, None, None]
                     hi = hi + jumped * (w * gather(x) + (1 - w) * wm)
 
             h = hi if everyone else h.index_copy(0, rows, hi)
-            work_mem = wm if everyone else work_mem.index_copy(0, rows, wm)
 
         out = h + self.final_gate(h) * self.final_mlp(self.final_norm(h))
         self.trace = self._make_trace(routing, t, actions, executed, log_probs, entropy, features)
@@ -272,7 +273,9 @@ class JumpStack(nn.Module):
 
     def layer_flops(self, tokens: int) -> torch.Tensor:
         """(L,) analytic FLOPs of each layer for one sample of ``tokens`` tokens."""
-        return torch.tensor([float(layer.flops(tokens)) for layer in self.layers])
+        if tokens not in self._flops_cache:  # fixed by the architecture: count once per length
+            self._flops_cache[tokens] = torch.tensor([float(layer.flops(tokens)) for layer in self.layers])
+        return self._flops_cache[tokens]
 
     def full_depth_flops(self, tokens: int) -> float:
         dims = self.config.dims
