@@ -16,12 +16,15 @@ import sys
 import time
 from pathlib import Path
 
-from skipjump.checkpoint import CheckpointError, load_checkpoint, seed_everything
+from skipjump.checkpoint import CheckpointError, load_checkpoint, remove_stale_temporaries, seed_everything
 from skipjump.config import ConfigError, load
 from skipjump.evaluate import evaluate, format_table
 from skipjump.runlog import RunLog
 from skipjump.tasks import DataError, make_task
 from skipjump.trainer import NonFiniteError, Trainer, stop_on_signals
+
+# What a resumed run may change: when it stops and what it logs, never what it learns.
+RESUMABLE = ("trainer.steps", "trainer.log_every", "trainer.eval_every", "trainer.checkpoint_every")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,11 +39,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.resume:
             run_dir = Path(args.resume)
+            for override in args.overrides:
+                if override.partition("=")[0] not in RESUMABLE:
+                    raise ConfigError(f"override {override!r}: a resumed run may only change {', '.join(RESUMABLE)}")
             config = load(run_dir / "config.yaml", args.overrides)
+            remove_stale_temporaries(run_dir / "checkpoints" / "last.pt")
             state = load_checkpoint(run_dir / "checkpoints" / "last.pt")
         else:
             config = load(args.config, args.overrides)
             run_dir = Path(args.run_dir or f"runs/{Path(args.config).stem}__{config.seed}__{int(time.time())}")
+            if (run_dir / "metrics.jsonl").exists() or (run_dir / "checkpoints").exists():
+                raise ConfigError(f"{run_dir} already holds a run: continue it with --resume or pick another --run-dir")
             state = None
         seed_everything(config.seed)
         task = make_task(config.task, config.seed)

@@ -16,10 +16,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from skipjump.config import AgentConfig
+from skipjump.config import CHOICES, AgentConfig
 from skipjump.stack import JumpTrace
 
-BASELINES = ("none", "moving_average", "self_critical", "leave_one_out", "value")
+BASELINES = CHOICES["agent.baseline"]
 
 
 class ReinforceAgent(nn.Module):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -16,6 +17,8 @@ from typing import Any
 
 import yaml
 
+from skipjump.policy import POLICY_INPUTS
+from skipjump.reward import REWARDS
 from skipjump.stack import StackConfig
 
 
@@ -69,7 +72,6 @@ class TrainerConfig:
 
 @dataclass
 class Config:
-    name: str = "digits"
     seed: int = 0
     task: TaskConfig = field(default_factory=TaskConfig)
     model: StackConfig = field(default_factory=StackConfig)
@@ -77,10 +79,9 @@ class Config:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
 
 
-CHOICES = {
-    "task.name": ("digits",),
-    "model.policy_inputs": ("input", "state"),
-    "agent.reward": ("compute_minus_loss", "blockdrop"),
+CHOICES = {  # task.name is checked by skipjump.tasks.make_task, against the task registry
+    "model.policy_inputs": POLICY_INPUTS,
+    "agent.reward": REWARDS,
     "agent.baseline": ("none", "moving_average", "self_critical", "leave_one_out", "value"),
     "trainer.schedule": ("alternate", "joint"),
     "trainer.supervised_path": ("policy", "full", "random"),
@@ -94,7 +95,7 @@ NON_NEGATIVE = (
     "agent.lam agent.gamma agent.entropy_coef agent.grad_clip trainer.grad_clip trainer.weight_decay "
     "trainer.warmup_steps trainer.curriculum_steps trainer.threshold_lr trainer.eval_every seed"
 ).split()
-UNIT_INTERVAL = ("agent.momentum", "trainer.random_p")
+UNIT_INTERVAL = ("agent.momentum", "trainer.random_p", "model.gate_threshold")
 
 
 def _check_type(key: str, value: Any, annotation: Any) -> Any:
@@ -107,7 +108,16 @@ def _check_type(key: str, value: Any, annotation: Any) -> Any:
         if option is int and isinstance(value, int) and not isinstance(value, bool):
             return value
         if option is float and isinstance(value, int | float) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise ConfigError(f"{key}: got {value!r}, must be a finite number")
             return float(value)
+        if option is float and isinstance(value, str):  # YAML 1.1 reads 1e-3 as a string
+            try:
+                number = float(value)
+            except ValueError:
+                pass
+            else:
+                return _check_type(key, number, annotation)
         if option is str and isinstance(value, str):
             return value
     allowed = " or ".join("null" if o is type(None) else o.__name__ for o in options)
@@ -158,6 +168,8 @@ def validate(config: Config) -> Config:
     for key in UNIT_INTERVAL:
         if not 0 <= _get(config, key) <= 1:
             raise ConfigError(f"{key}: got {_get(config, key)!r}, must be in [0, 1]")
+    if config.task.patch not in (1, 2, 4, 8):
+        raise ConfigError(f"task.patch: got {config.task.patch}, allowed: 1, 2, 4, 8 (it must divide 8)")
     m = config.model
     if m.num_layers < 2:
         raise ConfigError(f"model.num_layers: got {m.num_layers}, must be >= 2")

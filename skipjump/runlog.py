@@ -44,7 +44,9 @@ class RunLog:
         interrupted process logged after it is dropped, so no step is lost or repeated."""
         self.dir = Path(run_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
-        (self.dir / "config.yaml").write_text(to_yaml(config))
+        tmp = self.dir / "config.yaml.tmp"  # a kill mid-write must not leave a run that cannot resume
+        tmp.write_text(to_yaml(config))
+        tmp.replace(self.dir / "config.yaml")
         self.checkpoint_path = self.dir / "checkpoints" / "last.pt"
         purge_step = None
         if resume_step is not None:

@@ -6,7 +6,7 @@ costs nothing for that sample. After layer i (i < L - 1) each of those samples t
 action a in {0..max_jump} and moves to layer min(i + 1 + a, L - 1).
 
     work_mem <- g * work_mem + (1 - g) * mean_t(x),   g = sigmoid(linear(mean_t(x)))
-    x        <- x + w_a * x0 + (1 - w_a) * work_mem   on a jump (a > 0), if jump_mix
+    x        <- x + w_s * x0 + (1 - w_s) * work_mem   if the jump skips s > 0 layers, if jump_mix
     out       = x + sigmoid(gate(x)) * mlp(layer_norm(x))
 
 Every forward pass leaves a :class:`JumpTrace` on ``self.trace``.
@@ -14,6 +14,7 @@ Every forward pass leaves a :class:`JumpTrace` on ``self.trace``.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -88,7 +89,8 @@ class JumpTrace:
         """The seed's ``logs['jumps']``, per sample: the layer landed on after each jump."""
         landed = []
         for actions in self.actions.tolist():
-            landed.append([min(i + 1 + a, len(actions)) for i, a in enumerate(actions) if a > 0])
+            landing = [min(i + 1 + a, len(actions)) for i, a in enumerate(actions)]
+            landed.append([there for i, there in enumerate(landing) if there > i + 1])
         return landed
 
 
@@ -126,7 +128,7 @@ class JumpStack(nn.Module):
             for i in range(c.num_layers)
         )
         self.work_memory = nn.Parameter(torch.zeros(1, 1, c.dims))
-        self.memory_gate = nn.Sequential(nn.Linear(c.dims, 1), nn.Sigmoid())
+        self.work_memory_gate = nn.Sequential(nn.Linear(c.dims, 1), nn.Sigmoid())
         seed_weights = [0.1, 0.05, 0.01] + [0.01] * max(0, c.max_jump - 3)
         self.jump_weights = nn.Parameter(torch.tensor(seed_weights[: c.max_jump]))  # w_a = [a - 1]
         self.policy = JumpPolicy(c.dims, c.num_layers, c.max_jump, c.policy_hidden, c.policy_inputs)
@@ -134,7 +136,6 @@ class JumpStack(nn.Module):
         self.final_norm = nn.LayerNorm(c.dims)
         self.final_mlp = nn.Sequential(nn.Linear(c.dims, 4 * c.dims), nn.SiLU(), nn.Linear(4 * c.dims, c.dims))
         self.register_buffer("last_loss", torch.tensor(float("nan")))
-        self.routing: Routing | None = None  # default when forward gets none; None = by mode
         self.trace: JumpTrace | None = None
         self._flops_cache: dict[int, torch.Tensor] = {}
 
@@ -150,7 +151,6 @@ class JumpStack(nn.Module):
     # -- routing ---------------------------------------------------------------------------
 
     def resolve_routing(self, routing: Routing | str | None, batch: int) -> Routing:
-        routing = routing if routing is not None else self.routing
         if routing is None:
             routing = Routing("sample" if self.training else "greedy")
         if isinstance(routing, str):
@@ -169,27 +169,31 @@ class JumpStack(nn.Module):
                 raise ValueError(
                     f"fixed routing needs actions of shape ({decisions},) or ({batch}, {decisions}), got {shape}"
                 )
-            if a.dtype != torch.long or int(a.max()) > self.config.max_jump:
+            if a.dtype != torch.long or int(a.max()) > self.config.max_jump or int(a.min()) < -1:
                 raise ValueError(f"fixed actions must be long values in [-1, {self.config.max_jump}]")
+            routing = dataclasses.replace(routing, actions=a.to(self.work_memory.device))
         return routing
 
-    def _decide(self, routing: Routing, layer: int, h: torch.Tensor, mask, rows, input_logits):
-        """Actions (N,) for the rows at ``layer``, and their log-probs and entropies (or None)."""
-        n = rows.numel()
+    def _decide(self, routing: Routing, layer: int, pooled: torch.Tensor, rows, input_logits):
+        """Actions (N,) for the rows at ``layer``, and their log-probs and entropies (or None).
+
+        pooled (N, D) is the rows' mean hidden state, read detached by a state policy.
+        """
+        n, device = rows.numel(), pooled.device
         if routing.mode == "full" or layer < routing.first_decision:
-            return torch.zeros(n, dtype=torch.long, device=h.device), None, None
+            return torch.zeros(n, dtype=torch.long, device=device), None, None
         if routing.mode == "random":
-            jump = torch.rand(n, device=h.device) < routing.p
+            jump = torch.rand(n, device=device) < routing.p
             return jump.long() * self.config.max_jump, None, None
         if routing.mode == "fixed":
-            a = routing.actions.to(h.device)
+            a = routing.actions
             chosen = a[layer].expand(n) if a.dim() == 1 else a[rows, layer]
-            return chosen.clamp(min=0), None, None  # -1 (unreachable here) behaves like 0
+            return chosen.clamp(min=0), None, None  # -1 ("no decision here") runs the next layer
         if input_logits is not None:
             logits = input_logits.index_select(0, rows)
         else:
-            logits = self.policy(masked_mean(h.detach(), mask), layer)
-        dist = Categorical(logits=logits)
+            logits = self.policy(pooled.detach(), layer)
+        dist = Categorical(logits=logits, validate_args=False)  # validation would cost host syncs
         actions = dist.sample() if routing.mode == "sample" else logits.argmax(dim=-1)
         return actions, dist.log_prob(actions), dist.entropy()
 
@@ -248,19 +252,21 @@ class JumpStack(nn.Module):
             executed[:, i].index_fill_(0, rows, True)
 
             if i < num_layers - 1:
-                a, logp, ent = self._decide(routing, i, hi, rows_mask, rows, input_logits)
+                pooled = masked_mean(hi, rows_mask)  # (N, D): policy input and working memory
+                a, logp, ent = self._decide(routing, i, pooled, rows, input_logits)
                 actions[:, i].index_copy_(0, rows, a)
-                position.index_copy_(0, rows, (i + 1 + a).clamp(max=num_layers - 1))
+                skipped = (i + 1 + a).clamp(max=num_layers - 1) - (i + 1)  # near the end, less than a
+                position.index_copy_(0, rows, i + 1 + skipped)
                 if logp is not None:
                     log_probs = log_probs.index_add(0, rows, logp)
                     entropy = entropy.index_add(0, rows, ent)
                 if jump_mix:  # the working memory is read only here, so it is kept only then
-                    pooled = masked_mean(hi, rows_mask).unsqueeze(1)  # (N, 1, D)
-                    g = self.memory_gate(pooled)
-                    wm = g * gather(work_mem) + (1 - g) * pooled
+                    memory = pooled.unsqueeze(1)  # (N, 1, D)
+                    g = self.work_memory_gate(memory)
+                    wm = g * gather(work_mem) + (1 - g) * memory
                     work_mem = wm if everyone else work_mem.index_copy(0, rows, wm)
-                    jumped = (a > 0).to(hi.dtype)[:, None, None]
-                    w = self.jump_weights[(a - 1).clamp(min=0)][:, None, None]
+                    jumped = (skipped > 0).to(hi.dtype)[:, None, None]  # a clamped jump skips nothing
+                    w = self.jump_weights[(skipped - 1).clamp(min=0)][:, None, None]
                     hi = hi + jumped * (w * gather(x) + (1 - w) * wm)
 
             h = hi if everyone else h.index_copy(0, rows, hi)

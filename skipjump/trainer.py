@@ -23,7 +23,7 @@ import torch
 from tqdm import tqdm
 
 from skipjump.agent import ReinforceAgent
-from skipjump.checkpoint import load_module_state, random_states, save_checkpoint, set_random_states
+from skipjump.checkpoint import CheckpointError, load_module_state, random_states, save_checkpoint, set_random_states
 from skipjump.config import Config
 from skipjump.evaluate import Evaluation, run_policy
 from skipjump.reward import jump_reward
@@ -126,6 +126,7 @@ class Trainer:
         norm = torch.nn.utils.clip_grad_norm_(params, clip if clip > 0 else math.inf)
         self._check(f"{name} gradient norm", norm)
         optimizer.step()
+        self._check(f"{name} parameters", torch.nn.utils.get_total_norm(params))  # before any save
 
     def _update(self, loss: torch.Tensor, params: list, optimizer: torch.optim.Optimizer, clip: float, name: str):
         optimizer.zero_grad(set_to_none=True)
@@ -197,7 +198,11 @@ class Trainer:
         return stats
 
     def joint_step(self, inputs: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
-        """Both updates from one forward pass (for comparison with the alternating schedule)."""
+        """Both updates from one forward pass (for comparison with the alternating schedule).
+
+        The network trains on the policy's sampled paths (``supervised_path`` does not apply),
+        on all K copies of the batch when the baseline is leave-one-out.
+        """
         self.model.train()
         policy_loss, stats, task_loss = self.policy_loss(inputs, targets)
         self.network_optimizer.zero_grad(set_to_none=True)
@@ -267,7 +272,7 @@ class Trainer:
     # -- evaluation ------------------------------------------------------------------------
 
     def evaluate_one(self, name: str) -> Evaluation:
-        routing = Routing("greedy" if name == "greedy" else "full")
+        routing = Routing("greedy", first_decision=self.first_decision()) if name == "greedy" else Routing("full")
         return run_policy(self.model, self.task, self.task.test, routing, self.config.trainer.eval_batch_size)
 
     def log_evaluation(self, results: dict[str, Evaluation]) -> None:
@@ -301,6 +306,9 @@ class Trainer:
 
     def load_state_dict(self, state: dict, path: str = "checkpoint") -> None:
         """Restore everything ``state_dict`` saved; mismatches raise CheckpointError naming ``path``."""
+        missing = [key for key in self.state_dict() if key not in state]
+        if missing:
+            raise CheckpointError(f"{path}: incomplete checkpoint, missing {', '.join(missing)}")
         load_module_state(self.model, state["model"], path, "the model")
         load_module_state(self.agent, state["agent"], path, "the agent (baseline)")
         self.network_optimizer.load_state_dict(state["network_optimizer"])
@@ -313,8 +321,8 @@ class Trainer:
         set_random_states(state["random"])
 
     def save(self) -> None:
+        self.run.flush()  # events first: resuming purges those after the checkpoint, never before
         save_checkpoint(self.run.checkpoint_path, self.state_dict())
-        self.run.flush()
 
 
 @contextlib.contextmanager

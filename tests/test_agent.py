@@ -94,8 +94,12 @@ def test_policy_loss_normalises_advantages_but_logs_their_raw_spread():
     stack = JumpStack(StackConfig(dims=8, num_layers=4, heads=2, memory_slots=4, policy_hidden=8))
     stack(torch.randn(6, 3, 8), routing="sample")
     rewards = torch.arange(6.0) * 10
-    loss, stats = agent("none").loss(stack.trace, rewards)
+    loss, stats = agent("none", entropy_coef=0.0).loss(stack.trace, rewards)
     assert stats["policy/advantage_std"] == pytest.approx(float(rewards.std()))
+    normalised = (rewards - rewards.mean()) / rewards.std()
+    torch.testing.assert_close(loss, -(normalised * stack.trace.log_probs).mean())
+    raw, _ = agent("none", entropy_coef=0.0, normalize_advantage=False).loss(stack.trace, rewards)
+    torch.testing.assert_close(raw, -(rewards * stack.trace.log_probs).mean())
     loss.backward()
     assert stack.policy.net[0].weight.grad.abs().sum() > 0
 

@@ -50,6 +50,10 @@ BAD_CONFIGS = [
     (["seed=-1"], "seed: got -1, must be >= 0"),
     (["task.test_fraction=1.5"], "task.test_fraction: got 1.5, must be in (0, 1)"),
     (["trainer"], "override 'trainer': expected key=value"),
+    (["trainer.lr=.inf"], "trainer.lr: got inf, must be a finite number"),
+    (["agent.lam=.nan"], "agent.lam: got nan, must be a finite number"),
+    (["model.gate_threshold=5"], "model.gate_threshold: got 5.0, must be in [0, 1]"),
+    (["task.patch=3"], "task.patch: got 3, allowed: 1, 2, 4, 8"),
     (["trainer=3"], "trainer: expected a mapping of keys, got 3"),
 ]
 
@@ -61,6 +65,27 @@ def test_bad_config_exits_2_with_one_line_naming_the_key(overrides, message, cap
     assert err.count("\n") == 1 and err.startswith("error: ")
     assert message in err
     assert not (tmp_path / "run").exists()  # nothing was started
+
+
+def test_scientific_notation_reads_as_a_number():
+    assert load(CONFIG, ["agent.lr=1e-3", "trainer.lr=2E-4"]).agent.lr == 0.001
+
+
+def test_a_new_run_never_writes_into_an_existing_one(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    assert train.main(["--config", CONFIG, "--run-dir", str(run_dir), *TINY, "trainer.steps=12"]) == 0
+    before = (run_dir / "metrics.jsonl").read_text()
+    assert train.main(["--config", CONFIG, "--run-dir", str(run_dir), *TINY, "trainer.steps=12"]) == 2
+    assert "already holds a run" in capsys.readouterr().err
+    assert (run_dir / "metrics.jsonl").read_text() == before
+
+
+def test_a_resumed_run_may_not_change_what_it_learns(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    assert train.main(["--config", CONFIG, "--run-dir", str(run_dir), *TINY, "trainer.steps=12"]) == 0
+    for override in ("seed=3", "trainer.lr=0.1", "model.dims=8"):
+        assert train.main(["--resume", str(run_dir), override]) == 2
+        assert "a resumed run may only change trainer.steps" in capsys.readouterr().err
 
 
 def test_bad_config_from_the_command_line_has_no_traceback(tmp_path):
@@ -153,15 +178,18 @@ def test_sigkill_at_random_moments_never_loses_the_checkpoint(tmp_path):
     rng = random.Random(0)
     every_step = ["trainer.checkpoint_every=1", "trainer.steps=100000"]
     proc = start(["--config", CONFIG, "--run-dir", str(run_dir), *TINY, *every_step])
-    wait_for(checkpoint)
     steps = []
-    for kill in range(10):
-        time.sleep(rng.uniform(0.0, 1.5) if kill else rng.uniform(0.5, 1.5))
+    for _ in range(10):
+        wait_for(run_dir / "metrics.jsonl")  # training (and a checkpoint write each step) under way
+        time.sleep(rng.uniform(0.0, 1.0))
         proc.kill()
         proc.wait()
         steps.append(load_checkpoint(checkpoint)["step"])  # always loadable
         proc = start(["--resume", str(run_dir)])
-        time.sleep(rng.uniform(1.5, 3.0))  # past the imports, into training
+        deadline = time.monotonic() + 60
+        while load_checkpoint(checkpoint)["step"] <= steps[-1]:  # the resumed run makes progress
+            assert time.monotonic() < deadline and proc.poll() is None, proc.stderr.read()
+            time.sleep(0.05)
     proc.kill()
     proc.wait()
     final_step = load_checkpoint(checkpoint)["step"] + 12
@@ -171,7 +199,7 @@ def test_sigkill_at_random_moments_never_loses_the_checkpoint(tmp_path):
         text=True,
     )
     assert done.returncode == 0, done.stderr
-    assert steps == sorted(steps) and steps[-1] > 0
+    assert steps == sorted(steps) and len(set(steps)) == 10  # every kill landed in training
     logged = [m["step"] for m in metrics(run_dir) if "train/loss" in m]
     assert logged == sorted(set(logged)), "metrics lost or repeated steps"
 
@@ -196,6 +224,15 @@ def test_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_pa
     assert kept["step"] == good["step"] == 12
     weights = {k: v for k, v in kept["model"].items() if k != "stack.last_loss"}  # NaN = "no loss seen yet"
     assert all(torch.isfinite(v).all() for v in weights.values() if v.is_floating_point())
+
+
+def test_non_finite_gradient_is_named():
+    config = from_dict({}, [*TINY, "trainer.steps=40"])
+    task = make_task(config.task, config.seed)
+    trainer = Trainer(config, task, task.build_model(config.model))
+    trainer.model.head.out.weight.register_hook(lambda grad: grad * float("nan"))
+    with pytest.raises(NonFiniteError, match="step 0: non-finite network gradient norm"):
+        trainer.supervised_step(task.train.inputs[:16], task.train.targets[:16])
 
 
 def test_non_finite_reward_is_named(monkeypatch):
@@ -232,6 +269,11 @@ def test_truncated_corrupted_and_mismatched_checkpoints_give_clear_errors(tmp_pa
     assert train.main(["--resume", str(run_dir)]) == 2
     err = capsys.readouterr().err
     assert f"{path}: the model does not match this architecture: shape mismatch" in err
+
+    path.write_bytes(whole)
+    save_checkpoint(path, {"model": load_checkpoint(path)["model"]})  # the weights, nothing else
+    assert train.main(["--resume", str(run_dir)]) == 2
+    assert "incomplete checkpoint, missing agent, network_optimizer" in capsys.readouterr().err
 
     save_checkpoint(path, {"weights": 1})
     with pytest.raises(CheckpointError, match="not a skipjump checkpoint"):

@@ -249,3 +249,18 @@ def test_seed_example_script_prints_both_shapes():
         [sys.executable, str(ROOT / "experiments" / "seed_example.py")], capture_output=True, text=True, check=True
     )
     assert result.stdout.count("torch.Size([4, 128, 512])") == 2
+
+
+def test_a_jump_clamped_at_the_end_skips_nothing_and_mixes_nothing():
+    stack = make_stack()
+    x = torch.randn(1, 4, 16, dtype=torch.float64)
+    outputs = []
+    for last_action in (0, 1, 2):  # after layer 4 every action lands on layer 5
+        actions = torch.tensor([0, 0, 0, 0, last_action])
+        outputs.append(stack(x, routing=Routing("fixed", actions=actions)))
+        assert stack.trace.paths() == [(0, 1, 2, 3, 4, 5)]
+    torch.testing.assert_close(outputs[1], outputs[0])
+    torch.testing.assert_close(outputs[2], outputs[0])
+    assert stack.trace.jumps() == [[]]
+    with pytest.raises(ValueError, match=r"long values in \[-1, 2\]"):
+        stack(x, routing=Routing("fixed", actions=torch.tensor([0, 0, 0, -7, 0])))

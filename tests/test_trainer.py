@@ -81,7 +81,7 @@ def run_train(tmp_path: Path, name: str, *overrides: str) -> Path:
 
 def test_a_short_run_writes_every_file_with_histograms_in_the_events(tmp_path):
     run_dir = run_train(tmp_path, "run")
-    assert (run_dir / "config.yaml").read_text().startswith("name: digits")
+    assert (run_dir / "config.yaml").read_text().startswith("seed: 0\ntask:\n  name: digits")
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in metrics if "train/loss" in m] == [10, 20, 30, 40]
     assert any("policy/reward" in m for m in metrics)

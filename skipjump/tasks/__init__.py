@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from skipjump.config import TaskConfig
+from skipjump.config import ConfigError, TaskConfig
 from skipjump.tasks.base import JumpModel, Split, Task
 from skipjump.tasks.digits import DataError, DigitsTask
 
@@ -11,7 +11,7 @@ TASKS = {"digits": DigitsTask}
 
 def make_task(config: TaskConfig, seed: int) -> Task:
     if config.name not in TASKS:
-        raise ValueError(f"unknown task {config.name!r}; known: {', '.join(TASKS)}")
+        raise ConfigError(f"task.name: got {config.name!r}, allowed: {', '.join(TASKS)}")
     return TASKS[config.name].from_config(config, seed)
 
 
