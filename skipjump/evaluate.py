@@ -112,12 +112,18 @@ def best_fixed_path(model: JumpModel, task: Task, budget: float, batch_size: int
     return best
 
 
-def evaluate(model: JumpModel, task: Task, batch_size: int = 512, seed: int = 0) -> dict[str, Evaluation]:
-    """Greedy, full depth, random matched and static matched, on the test split."""
+def evaluate(
+    model: JumpModel, task: Task, batch_size: int = 512, seed: int = 0, first_decision: int = 0
+) -> dict[str, Evaluation]:
+    """Greedy, full depth, random matched and static matched, on the test split.
+
+    first_decision: the curriculum's; the greedy policy makes only the decisions it was trained on.
+    """
     stack = model.stack
     tokens = model.embed(task.test.inputs[:1]).shape[1]
+    greedy = Routing("greedy", first_decision=first_decision)
     results = {
-        "greedy": run_policy(model, task, task.test, Routing("greedy"), batch_size),
+        "greedy": run_policy(model, task, task.test, greedy, batch_size),
         "full": run_policy(model, task, task.test, Routing("full"), batch_size),
     }
     budget = results["greedy"].summary["compute_fraction"]

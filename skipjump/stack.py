@@ -102,6 +102,12 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     return (x * weights).sum(dim=1) / weights.sum(dim=1)
 
 
+def parameters_excluding(module: nn.Module, excluded: nn.Module) -> list[nn.Parameter]:
+    """``module``'s parameters that are not ``excluded``'s."""
+    skip = {id(p) for p in excluded.parameters()}
+    return [p for p in module.parameters() if id(p) not in skip]
+
+
 class JumpStack(nn.Module):
     """x (B, T, D), mask (B, T) bool (True = real token) or None -> (B, T, D)."""
 
@@ -145,8 +151,7 @@ class JumpStack(nn.Module):
 
     def network_parameters(self) -> list[nn.Parameter]:
         """Every parameter except the policy's."""
-        policy = {id(p) for p in self.policy.parameters()}
-        return [p for p in self.parameters() if id(p) not in policy]
+        return parameters_excluding(self, self.policy)
 
     # -- routing ---------------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from skipjump.config import TaskConfig
-from skipjump.stack import JumpStack, Routing, StackConfig
+from skipjump.stack import JumpStack, Routing, StackConfig, parameters_excluding
 
 
 @dataclass
@@ -34,8 +34,7 @@ class JumpModel(nn.Module):
 
     def network_parameters(self) -> list[nn.Parameter]:
         """Every parameter but the jump policy's."""
-        policy = {id(p) for p in self.stack.policy.parameters()}
-        return [p for p in self.parameters() if id(p) not in policy]
+        return parameters_excluding(self, self.stack.policy)
 
 
 class Task(ABC):
