@@ -179,12 +179,12 @@ class JumpStack(nn.Module):
             routing = dataclasses.replace(routing, actions=a.to(self.work_memory.device))
         return routing
 
-    def _decide(self, routing: Routing, layer: int, pooled: torch.Tensor, rows, input_logits):
+    def _decide(self, routing: Routing, layer: int, pooled: torch.Tensor | None, rows, input_logits):
         """Actions (N,) for the rows at ``layer``, and their log-probs and entropies (or None).
 
         pooled (N, D) is the rows' mean hidden state, read detached by a state policy.
         """
-        n, device = rows.numel(), pooled.device
+        n, device = rows.numel(), rows.device
         if routing.mode == "full" or layer < routing.first_decision:
             return torch.zeros(n, dtype=torch.long, device=device), None, None
         if routing.mode == "random":
@@ -242,6 +242,7 @@ class JumpStack(nn.Module):
         entropy = x.new_zeros(b)
         h, work_mem = x, self.work_memory.expand(b, 1, -1)
         jump_mix = self.config.jump_mix and routing.mode != "full"
+        state_policy = routing.uses_policy and self.policy.inputs == "state"
 
         for i, layer in enumerate(self.layers):
             rows = torch.nonzero(position == i).flatten()  # the one host sync per layer
@@ -257,7 +258,8 @@ class JumpStack(nn.Module):
             executed[:, i].index_fill_(0, rows, True)
 
             if i < num_layers - 1:
-                pooled = masked_mean(hi, rows_mask)  # (N, D): policy input and working memory
+                # (N, D): the state policy's input and the working memory's; unused otherwise
+                pooled = masked_mean(hi, rows_mask) if state_policy or jump_mix else None
                 a, logp, ent = self._decide(routing, i, pooled, rows, input_logits)
                 actions[:, i].index_copy_(0, rows, a)
                 skipped = (i + 1 + a).clamp(max=num_layers - 1) - (i + 1)  # near the end, less than a
