@@ -14,12 +14,16 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch.utils.tensorboard import SummaryWriter
 
 from skipjump.config import Config, to_yaml
+
+if TYPE_CHECKING:
+    from skipjump.tasks import JumpModel, Task
 
 
 def hyperparameter_table(config: Config) -> str:
@@ -105,7 +109,7 @@ class RunLog:
         self.writer.close()
 
 
-def load_run(run_dir: str | Path):
+def load_run(run_dir: str | Path) -> tuple[Config, Task, JumpModel]:
     """(config, task, model) of a run directory, the model holding its last checkpoint's weights."""
     from skipjump.checkpoint import load_checkpoint, load_module_state
     from skipjump.config import load
