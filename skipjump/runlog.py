@@ -14,16 +14,14 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch.utils.tensorboard import SummaryWriter
 
-from skipjump.config import Config, to_yaml
-
-if TYPE_CHECKING:
-    from skipjump.tasks import JumpModel, Task
+from skipjump.checkpoint import load_checkpoint, load_module_state
+from skipjump.config import Config, load, to_yaml
+from skipjump.tasks import JumpModel, Task, make_task
 
 
 def hyperparameter_table(config: Config) -> str:
@@ -111,10 +109,6 @@ class RunLog:
 
 def load_run(run_dir: str | Path) -> tuple[Config, Task, JumpModel]:
     """(config, task, model) of a run directory, the model holding its last checkpoint's weights."""
-    from skipjump.checkpoint import load_checkpoint, load_module_state
-    from skipjump.config import load
-    from skipjump.tasks import make_task
-
     run_dir = Path(run_dir)
     config = load(run_dir / "config.yaml")
     task = make_task(config.task, config.seed)
