@@ -13,8 +13,8 @@ import argparse
 
 import numpy as np
 
-from skipjump import Routing, enumerate_paths, path_to_actions
-from skipjump.evaluate import path_compute_fraction, run_policy
+from skipjump import enumerate_paths
+from skipjump.evaluate import path_compute_fraction, run_path, sequence_length
 from skipjump.runlog import load_run
 
 
@@ -25,11 +25,10 @@ def main() -> None:
 
     config, task, model = load_run(args.run_dir)
     layers, max_jump = config.model.num_layers, config.model.max_jump
-    tokens = model.embed(task.test.inputs[:1]).shape[1]
+    tokens = sequence_length(model, task.test)
     by_length: dict[int, list[tuple[tuple[int, ...], float, np.ndarray]]] = {}
     for path in enumerate_paths(layers, max_jump):
-        routing = Routing("fixed", actions=path_to_actions(path, layers, max_jump))
-        correct = run_policy(model, task, task.test, routing).samples["correct"]
+        correct = run_path(model, task, task.test, path).samples["correct"]
         by_length.setdefault(len(path), []).append((path, path_compute_fraction(model.stack, tokens, path), correct))
 
     print(f"{args.run_dir}: {len(task.test)} test samples")

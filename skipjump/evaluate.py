@@ -96,16 +96,26 @@ def path_compute_fraction(stack: JumpStack, tokens: int, path: tuple[int, ...]) 
     return float((flops[list(path)].sum() + full - flops.sum()) / full)
 
 
+def sequence_length(model: JumpModel, split: Split) -> int:
+    """Tokens per sample after the task's embedding (the FLOP counts depend on it)."""
+    return model.embed(split.inputs[:1]).shape[1]
+
+
+def run_path(model: JumpModel, task: Task, split: Split, path: tuple[int, ...], batch_size: int = 512) -> Evaluation:
+    """Every sample of ``split`` along one fixed path."""
+    actions = path_to_actions(path, model.stack.num_layers, model.stack.config.max_jump)
+    return run_policy(model, task, split, Routing("fixed", actions=actions), batch_size)
+
+
 def best_fixed_path(model: JumpModel, task: Task, budget: float, batch_size: int = 512) -> tuple[int, ...]:
     """The most accurate fixed path on the training split (ties: lower loss) costing <= budget."""
     stack = model.stack
-    tokens = model.embed(task.train.inputs[:1]).shape[1]
+    tokens = sequence_length(model, task.train)
     paths = enumerate_paths(stack.num_layers, stack.config.max_jump)
     affordable = [p for p in paths if path_compute_fraction(stack, tokens, p) <= budget + 1e-9] or paths[:1]
     best, best_key = affordable[0], None
     for path in affordable:
-        actions = path_to_actions(path, stack.num_layers, stack.config.max_jump)
-        s = run_policy(model, task, task.train, Routing("fixed", actions=actions), batch_size).summary
+        s = run_path(model, task, task.train, path, batch_size).summary
         key = (s["accuracy"], -s["loss"])
         if best_key is None or key > best_key:
             best, best_key = path, key
@@ -120,7 +130,7 @@ def evaluate(
     first_decision: the curriculum's; the greedy policy makes only the decisions it was trained on.
     """
     stack = model.stack
-    tokens = model.embed(task.test.inputs[:1]).shape[1]
+    tokens = sequence_length(model, task.test)
     greedy = Routing("greedy", first_decision=first_decision)
     results = {
         "greedy": run_policy(model, task, task.test, greedy, batch_size),
@@ -133,8 +143,7 @@ def evaluate(
         results["random_matched"] = run_policy(model, task, task.test, Routing("random", p=p), batch_size)
     results["random_matched"].summary["p"] = p
     path = best_fixed_path(model, task, budget, batch_size)
-    actions = path_to_actions(path, stack.num_layers, stack.config.max_jump)
-    results["static_matched"] = run_policy(model, task, task.test, Routing("fixed", actions=actions), batch_size)
+    results["static_matched"] = run_path(model, task, task.test, path, batch_size)
     results["static_matched"].summary["path"] = list(path)
     return results
 

@@ -22,7 +22,7 @@ from torch import nn
 from torch.distributions import Categorical
 
 from skipjump.layer import JumpLayer
-from skipjump.paths import executed_to_paths
+from skipjump.paths import executed_to_paths, next_layer
 from skipjump.policy import JumpPolicy
 
 ROUTING_MODES = ("sample", "greedy", "full", "random", "fixed")
@@ -51,7 +51,7 @@ class Routing:
 
     mode: "sample" (multinomial from the policy), "greedy" (argmax), "full" (never jump),
         "random" (each decision jumps with probability ``p``, by max_jump: so compute falls
-        smoothly from full depth at p = 0 to the shortest path at p = 1),
+        smoothly from full depth at p = 0 to the all-longest-jumps path at p = 1),
         "fixed" (``actions``: (L - 1,) for every sample or (B, L - 1) per sample).
     first_decision: decisions at layers before this one are forced to 0 (a curriculum that
         unlocks decisions from the last layer backwards).
@@ -89,7 +89,7 @@ class JumpTrace:
         """The seed's ``logs['jumps']``, per sample: the layer landed on after each jump."""
         landed = []
         for actions in self.actions.tolist():
-            landing = [min(i + 1 + a, len(actions)) for i, a in enumerate(actions)]
+            landing = [next_layer(i, a, len(actions) + 1) for i, a in enumerate(actions)]
             landed.append([there for i, there in enumerate(landing) if there > i + 1])
         return landed
 
