@@ -77,7 +77,9 @@ def main(argv: list[str] | None = None) -> int:
         return 128 + trainer.stop_signal
     trained = time.perf_counter() - started
 
-    results = evaluate(model, task, config.trainer.eval_batch_size, config.seed, trainer.first_decision())
+    results = evaluate(
+        model, task, config.trainer.eval_batch_size, config.seed, trainer.first_decision(), trainer.policy_split
+    )
     summaries = {name: result.summary for name, result in results.items()}
     run.write_summary(trainer.step, summaries, {name: result.samples for name, result in results.items()})
     trainer.log_evaluation(results)

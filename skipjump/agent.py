@@ -9,6 +9,10 @@ Baselines b give A = r - b:
     self_critical   b = reward of the greedy path on the same input (computed by the caller)
     leave_one_out   K paths per input, b_k = mean of the other K - 1 rewards (RLOO; unbiased)
     value           b = V(x), a small head on the pooled stack input, trained by 0.5 (V - r)^2
+
+With ``target_compute`` set, the reward's lam is a Lagrange multiplier for the constraint
+E[compute fraction] <= target, moved by dual ascent after each policy step:
+    lam <- max(0, lam + lam_lr * (mean compute fraction - target))
 """
 
 from __future__ import annotations
@@ -34,6 +38,14 @@ class ReinforceAgent(nn.Module):
             nn.Sequential(nn.Linear(dims, 64), nn.SiLU(), nn.Linear(64, 1)) if config.baseline == "value" else None
         )
         self.register_buffer("running_reward", torch.tensor(float("nan")))
+        self.register_buffer("lam", torch.tensor(float(config.lam)))  # the reward's weight of compute saved
+
+    def adapt_lam(self, compute_fraction: torch.Tensor) -> None:
+        """Dual ascent towards ``target_compute`` (no-op when it is None); compute_fraction (B,)."""
+        target = self.config.target_compute
+        if target is not None:
+            error = float(compute_fraction.detach().mean()) - target
+            self.lam.copy_((self.lam + self.config.lam_lr * error).clamp(min=0.0))
 
     @property
     def samples_per_input(self) -> int:
@@ -92,6 +104,7 @@ class ReinforceAgent(nn.Module):
             "policy/entropy": float(entropy.detach()),
             "policy/reward": float(rewards.mean()),
             "policy/advantage_std": spread,
+            "policy/lam": float(self.lam),
         }
         if value_loss is not None:
             stats["policy/value_loss"] = float(value_loss.detach())

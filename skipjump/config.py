@@ -37,7 +37,9 @@ class TaskConfig:
 @dataclass
 class AgentConfig:
     reward: str = "compute_minus_loss"  # or "blockdrop"
-    lam: float = 1.0  # weight of compute saved in the reward
+    lam: float = 1.0  # weight of compute saved in the reward (the starting value if target_compute is set)
+    target_compute: float | None = None  # set: lam adapts so the mean compute fraction approaches it
+    lam_lr: float = 0.05  # target_compute: lam += lam_lr * (mean compute fraction - target) per policy step
     gamma: float = 5.0  # blockdrop: penalty for a wrong prediction
     baseline: str = "moving_average"  # none | moving_average | self_critical | leave_one_out | value
     momentum: float = 0.9  # moving_average
@@ -61,6 +63,7 @@ class TrainerConfig:
     policy_steps: int = 1  # per cycle
     supervised_path: str = "policy"  # policy | full | random
     random_p: float = 0.3  # supervised_path=random: jump probability per decision
+    policy_holdout: float = 0.0  # fraction of the training split kept for policy steps only
     curriculum_steps: int = 0  # > 0: policy steps per decision unlocked, last layer first
     threshold_update: bool = False  # the seed's update_threshold after each supervised step
     threshold_lr: float = 0.01
@@ -92,10 +95,11 @@ POSITIVE = (
     "model.hc_expansion model.policy_hidden task.patch"
 ).split()
 NON_NEGATIVE = (
-    "agent.lam agent.gamma agent.entropy_coef agent.grad_clip trainer.grad_clip trainer.weight_decay "
+    "agent.lam agent.lam_lr agent.gamma agent.entropy_coef agent.grad_clip trainer.grad_clip trainer.weight_decay "
     "trainer.warmup_steps trainer.curriculum_steps trainer.threshold_lr trainer.eval_every seed"
 ).split()
 UNIT_INTERVAL = ("agent.momentum", "trainer.random_p", "model.gate_threshold")
+BELOW_ONE = ("trainer.policy_holdout",)
 
 
 def _check_type(key: str, value: Any, annotation: Any) -> Any:
@@ -168,6 +172,11 @@ def validate(config: Config) -> Config:
     for key in UNIT_INTERVAL:
         if not 0 <= _get(config, key) <= 1:
             raise ConfigError(f"{key}: got {_get(config, key)!r}, must be in [0, 1]")
+    for key in BELOW_ONE:
+        if not 0 <= _get(config, key) < 1:
+            raise ConfigError(f"{key}: got {_get(config, key)!r}, must be in [0, 1)")
+    if config.trainer.policy_holdout > 0 and config.trainer.schedule == "joint":
+        raise ConfigError("trainer.policy_holdout: the joint schedule trains both on one batch; set it to 0")
     if config.task.patch not in (1, 2, 4, 8):
         raise ConfigError(f"task.patch: got {config.task.patch}, allowed: 1, 2, 4, 8 (it must divide 8)")
     m = config.model
@@ -181,6 +190,10 @@ def validate(config: Config) -> Config:
         raise ConfigError(f"model.heads: got {m.heads}, must divide model.dims = {m.dims}")
     if not 0 < config.task.test_fraction < 1:
         raise ConfigError(f"task.test_fraction: got {config.task.test_fraction}, must be in (0, 1)")
+    if config.agent.target_compute is not None and not 0 < config.agent.target_compute <= 1:
+        raise ConfigError(f"agent.target_compute: got {config.agent.target_compute}, must be in (0, 1] or null")
+    if config.agent.target_compute is not None and config.agent.reward != "compute_minus_loss":
+        raise ConfigError("agent.target_compute: only the compute_minus_loss reward has a lam to adapt")
     if config.agent.baseline == "leave_one_out" and config.agent.samples < 2:
         raise ConfigError(f"agent.samples: got {config.agent.samples}, leave_one_out needs >= 2")
     if config.task.data_file is not None and not Path(config.task.data_file).is_file():

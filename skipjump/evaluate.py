@@ -2,7 +2,8 @@
 
 random_matched and static_matched are matched to the greedy policy's mean compute fraction:
 random skipping by solving for its jump probability p (exact expected compute, no sampling), the
-fixed path as the most accurate path on the *training* split among those that cost no more.
+fixed path as the most accurate path among those that cost no more, on the rows the policy was
+trained on (the trainer's held-out policy rows, or the training split), never on the test split.
 """
 
 from __future__ import annotations
@@ -107,15 +108,17 @@ def run_path(model: JumpModel, task: Task, split: Split, path: tuple[int, ...], 
     return run_policy(model, task, split, Routing("fixed", actions=actions), batch_size)
 
 
-def best_fixed_path(model: JumpModel, task: Task, budget: float, batch_size: int = 512) -> tuple[int, ...]:
-    """The most accurate fixed path on the training split (ties: lower loss) costing <= budget."""
+def best_fixed_path(
+    model: JumpModel, task: Task, split: Split, budget: float, batch_size: int = 512
+) -> tuple[int, ...]:
+    """The most accurate fixed path on ``split`` (ties: lower loss) costing <= budget."""
     stack = model.stack
-    tokens = sequence_length(model, task.train)
+    tokens = sequence_length(model, split)
     paths = enumerate_paths(stack.num_layers, stack.config.max_jump)
     affordable = [p for p in paths if path_compute_fraction(stack, tokens, p) <= budget + 1e-9] or paths[:1]
     best, best_key = affordable[0], None
     for path in affordable:
-        s = run_path(model, task, task.train, path, batch_size).summary
+        s = run_path(model, task, split, path, batch_size).summary
         key = (s["accuracy"], -s["loss"])
         if best_key is None or key > best_key:
             best, best_key = path, key
@@ -123,11 +126,17 @@ def best_fixed_path(model: JumpModel, task: Task, budget: float, batch_size: int
 
 
 def evaluate(
-    model: JumpModel, task: Task, batch_size: int = 512, seed: int = 0, first_decision: int = 0
+    model: JumpModel,
+    task: Task,
+    batch_size: int = 512,
+    seed: int = 0,
+    first_decision: int = 0,
+    selection: Split | None = None,
 ) -> dict[str, Evaluation]:
     """Greedy, full depth, random matched and static matched, on the test split.
 
     first_decision: the curriculum's; the greedy policy makes only the decisions it was trained on.
+    selection: where static_matched's path is chosen (default: the training split).
     """
     stack = model.stack
     tokens = sequence_length(model, task.test)
@@ -142,7 +151,7 @@ def evaluate(
         torch.manual_seed(seed)
         results["random_matched"] = run_policy(model, task, task.test, Routing("random", p=p), batch_size)
     results["random_matched"].summary["p"] = p
-    path = best_fixed_path(model, task, budget, batch_size)
+    path = best_fixed_path(model, task, task.train if selection is None else selection, budget, batch_size)
     results["static_matched"] = run_path(model, task, task.test, path, batch_size)
     results["static_matched"].summary["path"] = list(path)
     return results

@@ -8,6 +8,7 @@ Schedule (``trainer.schedule``):
 A supervised step trains the network (never the policy) on the path given by
 ``supervised_path``: the policy's sampled path, full depth, or random skipping. A policy step
 freezes the network (no network gradients are computed) and applies REINFORCE to the policy.
+With ``policy_holdout`` > 0 the two read disjoint rows of the training split.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from skipjump.evaluate import Evaluation, run_policy
 from skipjump.reward import jump_reward
 from skipjump.runlog import RunLog
 from skipjump.stack import JumpTrace, Routing
-from skipjump.tasks.base import JumpModel, Task
+from skipjump.tasks.base import JumpModel, Split, Task
 
 
 class NonFiniteError(RuntimeError):
@@ -83,13 +84,25 @@ class Trainer:
         self.policy_params = list(model.stack.policy.parameters()) + list(self.agent.parameters())
         self.network_optimizer = torch.optim.AdamW(self.network_params, lr=t.lr, weight_decay=t.weight_decay)
         self.policy_optimizer = torch.optim.Adam(self.policy_params, lr=a.lr)
-        self.sampler = BatchSampler(len(task.train), t.batch_size, config.seed)
+        # Policy steps read rows the network never trains on when policy_holdout > 0: on rows the
+        # network has memorised every path's loss is ~0 and the reward sees only compute.
+        order = torch.randperm(len(task.train), generator=torch.Generator().manual_seed(config.seed))
+        held = min(round(t.policy_holdout * len(order)), len(order) - 1)
+        self.policy_rows = order[:held] if held > 0 else order
+        self.network_rows = order[held:]
+        self.sampler = BatchSampler(len(self.network_rows), t.batch_size, config.seed)
+        self.policy_sampler = BatchSampler(len(self.policy_rows), t.batch_size, config.seed + 1)
         self.step = 0
         self.policy_updates = 0
         self.stop_signal: int | None = None  # set by stop_on_signals; train() then returns early
         # The logging window is part of the state, so a resumed run logs what an unbroken one would.
         self._window: dict[str, list[float]] = defaultdict(list)
         self._window_paths: list[tuple[torch.Tensor, torch.Tensor]] = []  # (actions, executed)
+
+    @property
+    def policy_split(self) -> Split:
+        """The training rows policy steps read (the held-out ones when ``policy_holdout`` > 0)."""
+        return Split(self.task.train.inputs[self.policy_rows], self.task.train.targets[self.policy_rows])
 
     # -- schedule --------------------------------------------------------------------------
 
@@ -133,13 +146,14 @@ class Trainer:
         loss.backward()
         self._clip_and_step(params, optimizer, clip, name)
 
-    def _task_stats(self, outputs: torch.Tensor, targets: torch.Tensor, loss: torch.Tensor, trace: JumpTrace):
+    def _task_stats(self, prefix: str, outputs, targets, loss, trace: JumpTrace) -> dict[str, float]:
+        """train/ for the paths the network trained on, policy/ for the paths the policy sampled."""
         return {
-            "train/loss": float(loss.detach().mean()),
-            "train/accuracy": float(self.task.correct(outputs, targets).float().mean()),
-            "train/compute_fraction": float(trace.compute_fraction.mean()),
-            "train/layers_mean": float(trace.layers_executed.float().mean()),
-            "train/unique_paths": trace.unique_paths(),
+            f"{prefix}/loss": float(loss.detach().mean()),
+            f"{prefix}/accuracy": float(self.task.correct(outputs, targets).float().mean()),
+            f"{prefix}/compute_fraction": float(trace.compute_fraction.mean()),
+            f"{prefix}/layers_mean": float(trace.layers_executed.float().mean()),
+            f"{prefix}/unique_paths": trace.unique_paths(),
         }
 
     def supervised_step(self, inputs: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
@@ -153,7 +167,7 @@ class Trainer:
         self._update(loss.mean(), self.network_params, self.network_optimizer, t.grad_clip, "network")
         if t.threshold_update:
             self.model.stack.update_threshold(float(loss.mean()), t.threshold_lr)
-        return self._task_stats(outputs, targets, loss, self.model.stack.trace)
+        return self._task_stats("train", outputs, targets, loss, self.model.stack.trace)
 
     def _score(self, outputs: torch.Tensor, targets: torch.Tensor, trace: JumpTrace):
         """Per-sample task loss (B,) and reward (B,) of one forward pass."""
@@ -161,7 +175,7 @@ class Trainer:
         loss = self.task.per_sample_loss(outputs, targets)
         self._check("task loss", loss)
         correct = self.task.correct(outputs, targets)
-        rewards = jump_reward(trace, loss.detach(), correct, kind=a.reward, lam=a.lam, gamma=a.gamma)
+        rewards = jump_reward(trace, loss.detach(), correct, kind=a.reward, lam=float(self.agent.lam), gamma=a.gamma)
         self._check("reward", rewards)
         return loss, rewards
 
@@ -185,7 +199,8 @@ class Trainer:
             self.model.stack.trace = trace
         loss, stats = self.agent.loss(trace, rewards, greedy_rewards)
         self._check("policy loss", loss)
-        stats.update(self._task_stats(outputs, repeated_targets, task_loss, trace))
+        self.agent.adapt_lam(trace.compute_fraction)
+        stats.update(self._task_stats("policy", outputs, repeated_targets, task_loss, trace))
         return loss, stats, task_loss
 
     def policy_step(self, inputs: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
@@ -211,14 +226,19 @@ class Trainer:
         self._clip_and_step(self.network_params, self.network_optimizer, self.config.trainer.grad_clip, "network")
         self._clip_and_step(self.policy_params, self.policy_optimizer, self.config.agent.grad_clip, "policy")
         self.policy_updates += 1
+        task_keys = ("loss", "accuracy", "compute_fraction", "layers_mean", "unique_paths")
+        stats.update({f"train/{key}": stats[f"policy/{key}"] for key in task_keys})  # the network's paths too
         return stats
 
     # -- loop ------------------------------------------------------------------------------
 
     def train_step(self) -> dict[str, float]:
-        index = self.sampler.next()
-        inputs, targets = self.task.train.inputs[index], self.task.train.targets[index]
         phase = self.phase(self.step)
+        if phase == "policy":
+            index = self.policy_rows[self.policy_sampler.next()]
+        else:
+            index = self.network_rows[self.sampler.next()]
+        inputs, targets = self.task.train.inputs[index], self.task.train.targets[index]
         stats = {"supervised": self.supervised_step, "policy": self.policy_step, "joint": self.joint_step}[phase](
             inputs, targets
         )
@@ -237,12 +257,13 @@ class Trainer:
             stats = self.train_step()
             for key, value in stats.items():
                 self._window[key].append(value)
-            trace = self.model.stack.trace
-            self._window_paths.append((trace.actions, trace.executed))
+            if self.phase(self.step - 1) != "supervised" or self.supervised_routing().uses_policy:
+                trace = self.model.stack.trace  # histograms show the policy's paths, not full depth
+                self._window_paths.append((trace.actions, trace.executed))
             bar.update(1)
             if "policy/reward" in stats:
                 bar.set_postfix(
-                    reward=f"{stats['policy/reward']:+.3f}", compute=f"{stats['train/compute_fraction']:.2f}"
+                    reward=f"{stats['policy/reward']:+.3f}", compute=f"{stats['policy/compute_fraction']:.2f}"
                 )
             if self.step % t.log_every == 0 or self.step == t.steps:
                 rate = (self.step - started_step) / (time.perf_counter() - started)
@@ -263,9 +284,10 @@ class Trainer:
         for i, threshold in enumerate(self.model.stack.thresholds()):
             values[f"gates/threshold_layer{i}"] = threshold
         self.run.scalars(self.step, values)
-        actions = torch.cat([a for a, _ in self._window_paths])
-        executed = torch.cat([e for _, e in self._window_paths])
-        self.run.jump_histograms(self.step, actions, executed)
+        if self._window_paths:
+            actions = torch.cat([a for a, _ in self._window_paths])
+            executed = torch.cat([e for _, e in self._window_paths])
+            self.run.jump_histograms(self.step, actions, executed)
         self._window.clear()
         self._window_paths.clear()
 
@@ -298,6 +320,7 @@ class Trainer:
             "network_optimizer": self.network_optimizer.state_dict(),
             "policy_optimizer": self.policy_optimizer.state_dict(),
             "sampler": self.sampler.state_dict(),
+            "policy_sampler": self.policy_sampler.state_dict(),
             "step": self.step,
             "policy_updates": self.policy_updates,
             "random": random_states(),
@@ -314,6 +337,7 @@ class Trainer:
         self.network_optimizer.load_state_dict(state["network_optimizer"])
         self.policy_optimizer.load_state_dict(state["policy_optimizer"])
         self.sampler.load_state_dict(state["sampler"])
+        self.policy_sampler.load_state_dict(state["policy_sampler"])
         self.step, self.policy_updates = state["step"], state["policy_updates"]
         window, paths = state["window"]
         self._window = defaultdict(list, window)

@@ -104,24 +104,32 @@ def test_policy_loss_normalises_advantages_but_logs_their_raw_spread():
     assert stack.policy.net[0].weight.grad.abs().sum() > 0
 
 
-def learn(skip_penalty: float, steps: int = 150) -> float:
-    """Train only the policy of a small stack on a synthetic loss; return mean layers run."""
+def learn(skip_penalty: float, steps: int = 150, **agent_options) -> float:
+    """Train only the policy of a small stack on a synthetic loss; return mean layers run (greedy).
+
+    The mean compute fraction of the sampled paths over the last 50 steps is left on ``learn.compute``.
+    """
     torch.manual_seed(0)
     stack = JumpStack(StackConfig(dims=8, num_layers=6, heads=2, memory_slots=4, policy_hidden=16))
-    reinforce = ReinforceAgent(AgentConfig(baseline="moving_average", lam=1.0, entropy_coef=0.0), dims=8)
+    options = {"baseline": "moving_average", "lam": 1.0, "entropy_coef": 0.0, **agent_options}
+    reinforce = ReinforceAgent(AgentConfig(**options), dims=8)
     optimizer = torch.optim.Adam(stack.policy.parameters(), lr=0.05)
     x = torch.randn(32, 4, 8)
+    sampled_compute = []
     for _ in range(steps):
         stack(x, routing="sample")
         trace = stack.trace
         skipped = (6 - trace.layers_executed).float()
         loss = skip_penalty * skipped  # the synthetic task loss: free, or ruined by each skip
-        rewards = jump_reward(trace, loss, lam=1.0)
+        rewards = jump_reward(trace, loss, lam=float(reinforce.lam))
         policy_loss, _ = reinforce.loss(trace, rewards)
+        reinforce.adapt_lam(trace.compute_fraction)
+        sampled_compute.append(float(trace.compute_fraction.mean()))
         optimizer.zero_grad()
         policy_loss.backward()
         optimizer.step()
     stack(x, routing=Routing("greedy"))
+    learn.compute = sum(sampled_compute[-50:]) / 50
     return float(stack.trace.layers_executed.float().mean())
 
 
@@ -131,3 +139,25 @@ def test_the_policy_learns_to_jump_when_jumping_is_free():
 
 def test_the_policy_learns_not_to_jump_when_jumping_ruins_the_loss():
     assert learn(skip_penalty=1.0) >= 5.5  # full depth is 6
+
+
+def test_adapt_lam_is_dual_ascent_towards_the_target_compute():
+    agent = ReinforceAgent(AgentConfig(lam=0.5, target_compute=0.5, lam_lr=0.1), dims=8)
+    agent.adapt_lam(torch.tensor([0.6, 0.8]))  # over budget by 0.2: compute must cost more
+    assert float(agent.lam) == pytest.approx(0.5 + 0.1 * 0.2)
+    agent.adapt_lam(torch.tensor([0.0, 0.0]))  # far under budget: lam falls, but never below 0
+    assert float(agent.lam) == pytest.approx(0.52 - 0.05)
+    for _ in range(20):
+        agent.adapt_lam(torch.tensor([0.0]))
+    assert float(agent.lam) == 0.0
+    fixed = ReinforceAgent(AgentConfig(lam=0.3), dims=8)  # no target: lam is the config's, always
+    fixed.adapt_lam(torch.tensor([1.0]))
+    assert float(fixed.lam) == pytest.approx(0.3)
+
+
+def test_a_compute_target_makes_the_policy_skip_even_when_skipping_costs_loss():
+    # Each skip costs 0.02 loss and compute starts free (lam = 0): without a target the policy
+    # runs every layer; with target 0.6 lam rises until the policy skips down to the budget.
+    assert learn(skip_penalty=0.02, steps=300, lam=0.0) >= 5.5
+    learn(skip_penalty=0.02, steps=300, lam=0.0, target_compute=0.6, lam_lr=0.5)
+    assert 0.45 <= learn.compute <= 0.65

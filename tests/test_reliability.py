@@ -45,6 +45,8 @@ BAD_CONFIGS = [
     (["trainer.lr=0"], "trainer.lr: got 0.0, must be > 0"),
     (["agent.momentum=1.5"], "agent.momentum: got 1.5, must be in [0, 1]"),
     (["model.heads=5"], "model.heads: got 5, must divide model.dims = 64"),
+    (["trainer.policy_holdout=1"], "trainer.policy_holdout: got 1.0, must be in [0, 1)"),
+    (["trainer.policy_holdout=0.2", "trainer.schedule=joint"], "trainer.policy_holdout: the joint schedule"),
     (["trainer.warmup_steps=5000"], "trainer.warmup_steps: got 5000, must be < trainer.steps = 3000"),
     (["agent.baseline=leave_one_out", "agent.samples=1"], "agent.samples: got 1, leave_one_out needs >= 2"),
     (["seed=-1"], "seed: got -1, must be >= 0"),

@@ -52,6 +52,33 @@ def test_policy_steps_leave_the_network_untouched_and_compute_no_network_gradien
         assert trainer.model.stack.trace.actions.shape[0] == 16 * trainer.config.agent.samples
 
 
+def test_policy_holdout_keeps_policy_rows_away_from_supervised_steps(monkeypatch):
+    trainer = make_trainer("trainer.policy_holdout=0.25", "trainer.warmup_steps=2")
+    train_rows = len(trainer.task.train)
+    assert len(trainer.policy_rows) == round(0.25 * train_rows)
+    assert set(trainer.policy_rows.tolist()).isdisjoint(trainer.network_rows.tolist())
+    assert len(trainer.policy_rows) + len(trainer.network_rows) == train_rows
+    seen = {"supervised": set(), "policy": set()}
+
+    def record(phase):
+        def step(inputs, targets):
+            seen[phase].update(map(tuple, inputs.flatten(1).tolist()))
+            return {}
+
+        return step
+
+    monkeypatch.setattr(trainer, "supervised_step", record("supervised"))
+    monkeypatch.setattr(trainer, "policy_step", record("policy"))
+    for _ in range(40):
+        trainer.train_step()
+    as_rows = lambda rows: set(map(tuple, trainer.task.train.inputs[rows].flatten(1).tolist()))  # noqa: E731
+    assert seen["policy"] and seen["policy"] <= as_rows(trainer.policy_rows)
+    assert seen["supervised"] and seen["supervised"] <= as_rows(trainer.network_rows)
+    assert torch.equal(trainer.policy_split.targets, trainer.task.train.targets[trainer.policy_rows])
+    everyone = make_trainer()  # no holdout: both steps read the whole training split
+    assert len(everyone.policy_rows) == len(everyone.network_rows) == train_rows
+
+
 def test_schedule_warmup_then_cycles_and_joint():
     trainer = make_trainer("trainer.warmup_steps=3", "trainer.supervised_steps=2", "trainer.policy_steps=1")
     assert [trainer.phase(s) for s in range(9)] == ["supervised"] * 3 + ["supervised", "supervised", "policy"] * 2
@@ -100,10 +127,11 @@ def test_a_short_run_writes_every_file_with_histograms_in_the_events(tmp_path):
     assert {"jumps/layer0", "jumps/layer1", "jumps/layer2", "jumps/depth", "jumps/layer_usage"} <= histograms
     assert "eval_jumps/depth" in histograms
     depth = events.Histograms("jumps/depth")[-1].histogram_value
-    assert depth.num == 10 * 16  # every sample of the logging window
+    assert depth.num == 5 * 4 * 16  # the window's 5 policy steps, 4 sampled paths (leave-one-out) of 16 inputs
     scalars = set(events.Tags()["scalars"])
     expected = {"train/loss", "train/accuracy", "train/compute_fraction", "train/unique_paths", "policy/reward"}
-    expected |= {"policy/advantage_std", "policy/entropy", "policy/loss", "gates/threshold_layer0"}
+    expected |= {"policy/advantage_std", "policy/entropy", "policy/loss", "policy/lam", "gates/threshold_layer0"}
+    expected |= {"policy/compute_fraction", "policy/accuracy", "policy/unique_paths"}
     expected |= {"eval/greedy/accuracy", "eval/full/accuracy", "eval/static_matched/compute_fraction"}
     assert expected <= scalars
 
