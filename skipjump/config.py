@@ -99,7 +99,6 @@ NON_NEGATIVE = (
     "trainer.warmup_steps trainer.curriculum_steps trainer.threshold_lr trainer.eval_every seed"
 ).split()
 UNIT_INTERVAL = ("agent.momentum", "trainer.random_p", "model.gate_threshold")
-BELOW_ONE = ("trainer.policy_holdout",)
 
 
 def _check_type(key: str, value: Any, annotation: Any) -> Any:
@@ -172,9 +171,8 @@ def validate(config: Config) -> Config:
     for key in UNIT_INTERVAL:
         if not 0 <= _get(config, key) <= 1:
             raise ConfigError(f"{key}: got {_get(config, key)!r}, must be in [0, 1]")
-    for key in BELOW_ONE:
-        if not 0 <= _get(config, key) < 1:
-            raise ConfigError(f"{key}: got {_get(config, key)!r}, must be in [0, 1)")
+    if not 0 <= config.trainer.policy_holdout < 1:
+        raise ConfigError(f"trainer.policy_holdout: got {config.trainer.policy_holdout}, must be in [0, 1)")
     if config.trainer.policy_holdout > 0 and config.trainer.schedule == "joint":
         raise ConfigError("trainer.policy_holdout: the joint schedule trains both on one batch; set it to 0")
     if config.task.patch not in (1, 2, 4, 8):
@@ -193,7 +191,9 @@ def validate(config: Config) -> Config:
     if config.agent.target_compute is not None and not 0 < config.agent.target_compute <= 1:
         raise ConfigError(f"agent.target_compute: got {config.agent.target_compute}, must be in (0, 1] or null")
     if config.agent.target_compute is not None and config.agent.reward != "compute_minus_loss":
-        raise ConfigError("agent.target_compute: only the compute_minus_loss reward has a lam to adapt")
+        raise ConfigError(
+            f"agent.target_compute: the {config.agent.reward} reward has no lam to adapt; set agent.target_compute=null"
+        )
     if config.agent.baseline == "leave_one_out" and config.agent.samples < 2:
         raise ConfigError(f"agent.samples: got {config.agent.samples}, leave_one_out needs >= 2")
     if config.task.data_file is not None and not Path(config.task.data_file).is_file():

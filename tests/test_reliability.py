@@ -47,6 +47,8 @@ BAD_CONFIGS = [
     (["model.heads=5"], "model.heads: got 5, must divide model.dims = 64"),
     (["trainer.policy_holdout=1"], "trainer.policy_holdout: got 1.0, must be in [0, 1)"),
     (["trainer.policy_holdout=0.2", "trainer.schedule=joint"], "trainer.policy_holdout: the joint schedule"),
+    (["agent.target_compute=0"], "agent.target_compute: got 0.0, must be in (0, 1] or null"),
+    (["agent.reward=blockdrop"], "the blockdrop reward has no lam to adapt; set agent.target_compute=null"),
     (["trainer.warmup_steps=5000"], "trainer.warmup_steps: got 5000, must be < trainer.steps = 3000"),
     (["agent.baseline=leave_one_out", "agent.samples=1"], "agent.samples: got 1, leave_one_out needs >= 2"),
     (["seed=-1"], "seed: got -1, must be >= 0"),
