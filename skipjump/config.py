@@ -174,7 +174,9 @@ def validate(config: Config) -> Config:
     if not 0 <= config.trainer.policy_holdout < 1:
         raise ConfigError(f"trainer.policy_holdout: got {config.trainer.policy_holdout}, must be in [0, 1)")
     if config.trainer.policy_holdout > 0 and config.trainer.schedule == "joint":
-        raise ConfigError("trainer.policy_holdout: the joint schedule trains both on one batch; set it to 0")
+        raise ConfigError(
+            "trainer.policy_holdout: the joint schedule trains both on one batch; set trainer.policy_holdout=0"
+        )
     if config.task.patch not in (1, 2, 4, 8):
         raise ConfigError(f"task.patch: got {config.task.patch}, allowed: 1, 2, 4, 8 (it must divide 8)")
     m = config.model

@@ -254,11 +254,12 @@ class Trainer:
         if self.run is not None and not self.run.checkpoint_path.exists():
             self.save()  # from the first moment on, the run directory holds a loadable checkpoint
         while self.step < end and self.stop_signal is None:
+            policy_chose = self.phase(self.step) != "supervised" or self.supervised_routing().uses_policy
             stats = self.train_step()
             for key, value in stats.items():
                 self._window[key].append(value)
-            if self.phase(self.step - 1) != "supervised" or self.supervised_routing().uses_policy:
-                trace = self.model.stack.trace  # histograms show the policy's paths, not full depth
+            if policy_chose:  # histograms show the policy's paths, not full-depth or random ones
+                trace = self.model.stack.trace
                 self._window_paths.append((trace.actions, trace.executed))
             bar.update(1)
             if "policy/reward" in stats:
