@@ -144,7 +144,7 @@ def test_same_config_and_seed_give_the_same_summary(tmp_path):
     assert third != first
 
 
-def test_path_study_reads_a_run_directory(tmp_path):
+def test_path_study_and_depth_report_read_a_run_directory(tmp_path):
     import subprocess
 
     run_dir = run_train(tmp_path, "run")
@@ -157,3 +157,17 @@ def test_path_study_reads_a_run_directory(tmp_path):
     for row in rows:
         best, mean, oracle = float(row[3]), float(row[4]), float(row[5])
         assert mean <= best <= oracle <= 1.0
+
+    report = subprocess.run(
+        [sys.executable, str(ROOT / "experiments/depth_report.py"), str(run_dir)], capture_output=True, text=True
+    )
+    assert report.returncode == 0, report.stderr
+    lines = report.stdout.splitlines()
+    split = lines.index("layers  samples  accuracy")
+    by_label = np.array([line.split() for line in lines[2:split]], dtype=float)
+    by_depth = np.array([line.split() for line in lines[split + 1 :]], dtype=float)
+    trace = np.load(run_dir / "traces" / "greedy.npz")
+    assert by_label[:, 1].sum() == by_depth[:, 1].sum() == len(trace["label"])
+    n = len(trace["label"])  # printed means are rounded: 2 decimals per label, 4 per depth
+    assert (by_label[:, 1] * by_label[:, 2]).sum() == pytest.approx(trace["layers_executed"].sum(), abs=0.005 * n)
+    assert (by_depth[:, 1] * by_depth[:, 2]).sum() == pytest.approx(trace["correct"].sum(), abs=0.00005 * n)
