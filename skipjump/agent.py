@@ -65,10 +65,10 @@ class ReinforceAgent(nn.Module):
         elif kind == "moving_average":
             previous = self.running_reward
             batch_mean = rewards.mean()
-            baseline = batch_mean if torch.isnan(previous) else previous
-            advantages = rewards - baseline
+            first = bool(torch.isnan(previous))
+            advantages = rewards - (batch_mean if first else previous)
             m = self.config.momentum
-            self.running_reward.copy_(batch_mean if torch.isnan(previous) else m * previous + (1 - m) * batch_mean)
+            self.running_reward.copy_(batch_mean if first else m * previous + (1 - m) * batch_mean)
         elif kind == "self_critical":
             if greedy_rewards is None:
                 raise ValueError("the self_critical baseline needs the greedy path's rewards")
@@ -91,9 +91,10 @@ class ReinforceAgent(nn.Module):
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """The policy-gradient loss from the trace's log-probs, and statistics to log."""
         advantages, value_loss = self.advantages(rewards, greedy_rewards, trace.features)
-        spread = float(advantages.std()) if advantages.numel() > 1 else 0.0
-        if self.config.normalize_advantage and advantages.numel() > 1:
-            advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+        std = advantages.std() if advantages.numel() > 1 else None
+        spread = 0.0 if std is None else float(std)
+        if self.config.normalize_advantage and std is not None:
+            advantages = (advantages - advantages.mean()) / (std + 1e-8)
         policy_loss = -(advantages * trace.log_probs).mean()
         entropy = trace.entropy.mean()
         loss = policy_loss - self.config.entropy_coef * entropy

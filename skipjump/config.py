@@ -6,6 +6,7 @@ allowed; ``experiments/train.py`` turns it into exit code 2.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import math
@@ -146,10 +147,6 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
     return cls(**values)
 
 
-def _as_dict(config: Any) -> dict[str, Any]:
-    return dataclasses.asdict(config)
-
-
 def _get(config: Config, key: str) -> Any:
     value: Any = config
     for part in key.split("."):
@@ -219,7 +216,7 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 
 def from_dict(data: dict[str, Any], overrides: list[str] = ()) -> Config:
-    data = _deep_copy(data)
+    data = copy.deepcopy(data)
     for text in overrides:
         key, value = parse_override(text)
         node = data
@@ -230,10 +227,6 @@ def from_dict(data: dict[str, Any], overrides: list[str] = ()) -> Config:
                 raise ConfigError(f"override {text!r}: '{part}' is not a section")
         node[leaf] = value
     return validate(_build(Config, data, ""))
-
-
-def _deep_copy(data: Any) -> Any:
-    return {k: _deep_copy(v) for k, v in data.items()} if isinstance(data, dict) else data
 
 
 def load(path: str | Path, overrides: list[str] = ()) -> Config:
@@ -249,4 +242,4 @@ def load(path: str | Path, overrides: list[str] = ()) -> Config:
 
 
 def to_yaml(config: Config) -> str:
-    return yaml.safe_dump(_as_dict(config), sort_keys=False)
+    return yaml.safe_dump(dataclasses.asdict(config), sort_keys=False)

@@ -17,8 +17,6 @@ from skipjump.paths import enumerate_paths, next_layer, path_to_actions
 from skipjump.stack import JumpStack, Routing
 from skipjump.tasks.base import JumpModel, Split, Task
 
-POLICIES = ("greedy", "full", "random_matched", "static_matched")
-
 
 @dataclass
 class Evaluation:
@@ -73,9 +71,7 @@ def random_compute_fraction(stack: JumpStack, tokens: int, p: float) -> float:
     for i in range(num_layers - 1):
         visit[next_layer(i, 0, num_layers)] += visit[i] * (1 - p)
         visit[next_layer(i, max_jump, num_layers)] += visit[i] * p
-    flops = stack.layer_flops(tokens).numpy()
-    full = stack.full_depth_flops(tokens)
-    return float((visit @ flops + full - flops.sum()) / full)
+    return float(stack.compute_fraction(torch.from_numpy(visit), tokens))
 
 
 def match_random_p(stack: JumpStack, tokens: int, target: float) -> float:
@@ -92,9 +88,9 @@ def match_random_p(stack: JumpStack, tokens: int, target: float) -> float:
 
 
 def path_compute_fraction(stack: JumpStack, tokens: int, path: tuple[int, ...]) -> float:
-    flops = stack.layer_flops(tokens)
-    full = stack.full_depth_flops(tokens)
-    return float((flops[list(path)].sum() + full - flops.sum()) / full)
+    runs = torch.zeros(stack.num_layers)
+    runs[list(path)] = 1.0
+    return float(stack.compute_fraction(runs, tokens))
 
 
 def sequence_length(model: JumpModel, split: Split) -> int:

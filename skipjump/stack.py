@@ -262,8 +262,9 @@ class JumpStack(nn.Module):
                 pooled = masked_mean(hi, rows_mask) if state_policy or jump_mix else None
                 a, logp, ent = self._decide(routing, i, pooled, rows, input_logits)
                 actions[:, i].index_copy_(0, rows, a)
-                skipped = (i + 1 + a).clamp(max=num_layers - 1) - (i + 1)  # near the end, less than a
-                position.index_copy_(0, rows, i + 1 + skipped)
+                landing = (i + 1 + a).clamp(max=num_layers - 1)
+                skipped = landing - (i + 1)  # near the end, less than a
+                position.index_copy_(0, rows, landing)
                 if logp is not None:
                     log_probs = log_probs.index_add(0, rows, logp)
                     entropy = entropy.index_add(0, rows, ent)
@@ -290,9 +291,23 @@ class JumpStack(nn.Module):
             self._flops_cache[tokens] = torch.tensor([float(layer.flops(tokens)) for layer in self.layers])
         return self._flops_cache[tokens]
 
-    def full_depth_flops(self, tokens: int) -> float:
+    def final_flops(self, tokens: int) -> float:
+        """FLOPs of the final gated MLP for one sample; it always runs."""
         dims = self.config.dims
-        return float(self.layer_flops(tokens).sum()) + 2 * tokens * (8 * dims * dims + dims)
+        return 2 * tokens * (8 * dims * dims + dims)
+
+    def full_depth_flops(self, tokens: int) -> float:
+        return float(self.layer_flops(tokens).sum()) + self.final_flops(tokens)
+
+    def compute_fraction(
+        self, layer_runs: torch.Tensor, tokens: int, extra_flops: torch.Tensor | float = 0.0
+    ) -> torch.Tensor:
+        """(..., L) runs of each layer (counts or expected counts) -> (...) FLOPs over full-depth FLOPs.
+
+        The final gated MLP always runs; ``extra_flops`` (...) adds e.g. the policy's own FLOPs.
+        """
+        flops = self.layer_flops(tokens).to(layer_runs.device, layer_runs.dtype)
+        return (layer_runs @ flops + self.final_flops(tokens) + extra_flops) / self.full_depth_flops(tokens)
 
     def _make_trace(self, routing, tokens, actions, executed, log_probs, entropy, features) -> JumpTrace:
         decisions = (actions[:, routing.first_decision :] >= 0).sum(dim=1)
@@ -302,13 +317,7 @@ class JumpStack(nn.Module):
             policy_calls = torch.ones_like(decisions)
         else:
             policy_calls = decisions
-        layer_flops = self.layer_flops(tokens).to(features.device, features.dtype)
-        full = self.full_depth_flops(tokens)
-        executed_flops = (
-            executed.to(features.dtype) @ layer_flops
-            + (full - float(layer_flops.sum()))
-            + policy_calls.to(features.dtype) * self.policy.flops(tokens)
-        )
+        policy_flops = policy_calls.to(features.dtype) * self.policy.flops(tokens)
         if routing.uses_policy:
             entropy = entropy / decisions.clamp(min=1).to(entropy.dtype)
         return JumpTrace(
@@ -317,7 +326,7 @@ class JumpStack(nn.Module):
             log_probs=log_probs,
             entropy=entropy,
             layers_executed=executed.sum(dim=1),
-            compute_fraction=executed_flops / full,
+            compute_fraction=self.compute_fraction(executed.to(features.dtype), tokens, policy_flops),
             features=features,
         )
 

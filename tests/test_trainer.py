@@ -1,4 +1,5 @@
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -10,6 +11,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from skipjump.checkpoint import seed_everything
 from skipjump.config import from_dict
+from skipjump.evaluate import run_path
+from skipjump.runlog import load_run
 from skipjump.tasks import make_task
 from skipjump.trainer import Trainer
 
@@ -36,6 +39,7 @@ def test_supervised_steps_leave_the_policy_untouched():
     trainer.supervised_step(inputs, targets)
     assert not changed(policy, trainer.policy_params)
     assert changed(network, trainer.network_params)
+    assert not trainer.model.stack.trace.log_probs.requires_grad  # the policy was frozen: no graph through it
 
 
 @pytest.mark.parametrize("baseline", ["none", "moving_average", "self_critical", "leave_one_out", "value"])
@@ -43,7 +47,10 @@ def test_policy_steps_leave_the_network_untouched_and_compute_no_network_gradien
     trainer = make_trainer(f"agent.baseline={baseline}")
     policy, network = snapshot(trainer.policy_params), snapshot(trainer.network_params)
     inputs, targets = trainer.task.train.inputs[:16], trainer.task.train.targets[:16]
+    outputs_need_grad = []
+    trainer.model.head.register_forward_hook(lambda module, args, out: outputs_need_grad.append(out.requires_grad))
     stats = trainer.policy_step(inputs, targets)
+    assert outputs_need_grad and not any(outputs_need_grad)  # the network was frozen: no graph through it
     assert changed(policy, trainer.policy_params)
     assert not changed(network, trainer.network_params)
     assert all(p.grad is None for p in trainer.network_params)
@@ -154,9 +161,13 @@ def test_path_study_and_depth_report_read_a_run_directory(tmp_path):
     assert result.returncode == 0, result.stderr
     rows = [line.split() for line in result.stdout.splitlines()[2:]]
     assert [int(r[0]) for r in rows] == [2, 3, 4]  # 4 layers, max jump 2: 2 to 4 layers run
-    for row in rows:
+    _, task, model = load_run(run_dir)
+    for line, row in zip(result.stdout.splitlines()[2:], rows):
         best, mean, oracle = float(row[3]), float(row[4]), float(row[5])
         assert mean <= best <= oracle <= 1.0
+        path = tuple(int(layer) for layer in re.findall(r"\d+", line.split("(", 1)[1]))
+        assert len(path) == int(row[0])
+        assert run_path(model, task, task.test, path).summary["accuracy"] == pytest.approx(best, abs=5e-5)
 
     report = subprocess.run(
         [sys.executable, str(ROOT / "experiments/depth_report.py"), str(run_dir)], capture_output=True, text=True
