@@ -14,10 +14,8 @@ import json
 import statistics
 import time
 
-from skipjump.checkpoint import seed_everything
 from skipjump.config import load
-from skipjump.tasks import make_task
-from skipjump.trainer import Trainer
+from skipjump.trainer import build
 
 BASELINES = ("moving_average", "self_critical", "leave_one_out", "value")
 
@@ -33,19 +31,22 @@ def main() -> None:
     results = {}
     for baseline in BASELINES:
         config = load(args.config, [*args.overrides, f"agent.baseline={baseline}"])
-        seed_everything(config.seed)
-        task = make_task(config.task, config.seed)
-        trainer = Trainer(config, task, task.build_model(config.model))
-        batches = [trainer.sampler.next() for _ in range(args.repeats + 3)]
+        trainer = build(config)
+        task, updates = trainer.task, trainer.updates
+        routing = trainer.schedule.supervised_routing(0)
+        batches = [trainer.schedule.next_rows("supervised") for _ in range(args.repeats + 3)]
         times = {"supervised": [], "policy": []}
         for i, index in enumerate(batches):
             inputs, targets = task.train.inputs[index], task.train.targets[index]
-            for name, step in (("supervised", trainer.supervised_step), ("policy", trainer.policy_step)):
+            for name in times:
                 start = time.perf_counter()
-                step(inputs, targets)
+                if name == "supervised":
+                    updates.supervised(inputs, targets, routing)
+                else:
+                    updates.policy(inputs, targets)
                 if i >= 3:  # warm-up
                     times[name].append(time.perf_counter() - start)
-        paths = trainer.agent.samples_per_input
+        paths = updates.agent.samples_per_input
         supervised, policy = statistics.median(times["supervised"]), statistics.median(times["policy"])
         results[baseline] = {
             "supervised_ms": 1000 * supervised,

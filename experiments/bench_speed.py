@@ -57,8 +57,8 @@ def main() -> None:
     paths = [(0, 2, last), (0, 3, last)]
     actions = torch.stack([path_to_actions(paths[b % 2], args.layers, config.max_jump) for b in range(args.batch)])
     skip = Routing("fixed", actions=actions)
-    stack(x, routing=skip)
-    executed, compute_fraction = stack.trace.executed, float(stack.trace.compute_fraction.mean())
+    _, trace = stack(x, routing=skip)
+    executed, compute_fraction = trace.executed, float(trace.compute_fraction.mean())
     execution_fraction = float(executed.float().mean())
 
     variants = {

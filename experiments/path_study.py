@@ -15,7 +15,7 @@ import numpy as np
 
 from skipjump import enumerate_paths
 from skipjump.evaluate import path_compute_fraction, run_path, sequence_length
-from skipjump.runlog import load_run
+from skipjump.runs import load_run
 
 
 def main() -> None:

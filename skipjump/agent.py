@@ -17,13 +17,15 @@ E[compute fraction] <= target, moved by dual ascent after each policy step:
 
 from __future__ import annotations
 
+import typing
+
 import torch
 from torch import nn
 
-from skipjump.config import CHOICES, AgentConfig
+from skipjump.config import AgentConfig, Baseline
 from skipjump.stack import JumpTrace
 
-BASELINES = CHOICES["agent.baseline"]
+BASELINES = typing.get_args(Baseline)
 
 
 class ReinforceAgent(nn.Module):

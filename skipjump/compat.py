@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from skipjump.stack import JumpStack, StackConfig
+from skipjump.config import StackConfig
+from skipjump.stack import JumpStack
 
 
 class skip_layer(JumpStack):  # noqa: N801 - the seed's name, kept for compatibility
@@ -34,6 +35,6 @@ class skip_layer(JumpStack):  # noqa: N801 - the seed's name, kept for compatibi
         self, x: torch.Tensor, xa: torch.Tensor | None = None, mask: torch.Tensor | None = None
     ) -> torch.Tensor:
         """x (B, T, D) -> (B, T, D). ``xa`` is accepted and ignored, as in the seed."""
-        out = super().forward(x, mask)
-        self.logs = {"jumps": self.trace.jumps()}
+        out, trace = super().forward(x, mask)
+        self.logs = {"jumps": trace.jumps()}
         return out

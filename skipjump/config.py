@@ -14,35 +14,58 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
-
-from skipjump.policy import POLICY_INPUTS
-from skipjump.reward import REWARDS
-from skipjump.stack import StackConfig
 
 
 class ConfigError(ValueError):
     """A bad config value; the message is one line."""
 
 
+TaskName = Literal["digits"]
+PolicyInputs = Literal["input", "state"]
+RewardKind = Literal["compute_minus_loss", "blockdrop"]
+Baseline = Literal["none", "moving_average", "self_critical", "leave_one_out", "value"]
+Schedule = Literal["alternate", "joint"]
+SupervisedPath = Literal["policy", "full", "random"]
+
+
 @dataclass
 class TaskConfig:
-    name: str = "digits"
-    patch: int = 2  # digits: side of the square patches that become tokens
+    name: TaskName = "digits"
+    patch: int = 2  # digits: side of the square patches that become tokens (1, 2, 4 or 8)
     test_fraction: float = 0.2
     data_file: str | None = None  # digits: an .npz with `images` (N, 8, 8) and `labels` (N,)
 
 
 @dataclass
+class StackConfig:
+    """The jump stack's architecture (``model:`` in a config file)."""
+
+    dims: int = 64  # width D of every token's hidden state
+    num_layers: int = 8  # layers L in the stack; layer 0 and layer L - 1 always run
+    heads: int = 4  # attention heads (must divide dims)
+    attention: bool = True  # a self-attention sublayer in every layer (the seed had none)
+    causal: bool = False  # causal attention mask (for sequence models)
+    mini_hc: bool = True  # the seed's mini hyper-connections on each layer's update
+    hc_expansion: int = 2  # parallel pathways per mini hyper-connection
+    memory_slots: int = 64  # learned keys of each layer's memory (token) gate
+    gate_threshold: float = 0.5  # the token gate's starting threshold, in [0, 1]
+    max_jump: int = 3  # a jump skips 0..max_jump layers, in [1, num_layers - 1]
+    jump_mix: bool = True  # after a jump, mix in the stack input and the working memory (the seed's)
+    policy_inputs: PolicyInputs = "state"  # state: the pooled hidden state at each decision; input: the seed's
+    policy_hidden: int = 128  # hidden units of the policy MLP
+
+
+@dataclass
 class AgentConfig:
-    reward: str = "compute_minus_loss"  # or "blockdrop"
-    lam: float = 1.0  # weight of compute saved in the reward (the starting value if target_compute is set)
-    target_compute: float | None = None  # set: lam adapts so the mean compute fraction approaches it
+    reward: RewardKind = "compute_minus_loss"  # blockdrop: 1 - compute^2 if right, else -gamma
+    lam: float = 0.1  # weight of compute saved in the reward (the starting value if target_compute is set)
+    target_compute: float | None = 0.58  # set: lam adapts so the mean compute fraction approaches it
     lam_lr: float = 0.05  # target_compute: lam += lam_lr * (mean compute fraction - target) per policy step
     gamma: float = 5.0  # blockdrop: penalty for a wrong prediction
-    baseline: str = "moving_average"  # none | moving_average | self_critical | leave_one_out | value
+    baseline: Baseline = "leave_one_out"  # the advantage compares paths of the same input
     momentum: float = 0.9  # moving_average
     samples: int = 4  # leave_one_out: sampled paths per input
     normalize_advantage: bool = True
@@ -58,18 +81,18 @@ class TrainerConfig:
     lr: float = 2e-3
     weight_decay: float = 0.0
     grad_clip: float = 1.0
-    schedule: str = "alternate"  # alternate | joint
+    schedule: Schedule = "alternate"  # joint: both updates from one forward pass, after the warm-up
     warmup_steps: int = 500  # supervised steps before the first policy step
     supervised_steps: int = 1  # per cycle
     policy_steps: int = 1  # per cycle
-    supervised_path: str = "policy"  # policy | full | random
+    supervised_path: SupervisedPath = "full"  # the network keeps needing its depth; the policy learns where to skip
     random_p: float = 0.3  # supervised_path=random: jump probability per decision
-    policy_holdout: float = 0.0  # fraction of the training split kept for policy steps only
+    policy_holdout: float = 0.25  # fraction of the training split kept for policy steps (else every loss is ~0)
     curriculum_steps: int = 0  # > 0: policy steps per decision unlocked, last layer first
     threshold_update: bool = False  # the seed's update_threshold after each supervised step
     threshold_lr: float = 0.01
     log_every: int = 50
-    eval_every: int = 0  # > 0: evaluate greedy and full depth on the test split every N steps
+    eval_every: int = 500  # > 0: evaluate greedy and full depth on the test split every N steps
     checkpoint_every: int = 500
     eval_batch_size: int = 512
 
@@ -83,26 +106,51 @@ class Config:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
 
 
-CHOICES = {  # task.name is checked by skipjump.tasks.make_task, against the task registry
-    "model.policy_inputs": POLICY_INPUTS,
-    "agent.reward": REWARDS,
-    "agent.baseline": ("none", "moving_average", "self_critical", "leave_one_out", "value"),
-    "trainer.schedule": ("alternate", "joint"),
-    "trainer.supervised_path": ("policy", "full", "random"),
-}
 POSITIVE = (
     "trainer.steps trainer.batch_size trainer.lr trainer.log_every trainer.eval_batch_size agent.lr "
-    "trainer.supervised_steps trainer.policy_steps trainer.checkpoint_every model.dims model.heads model.memory_slots "
-    "model.hc_expansion model.policy_hidden task.patch"
+    "trainer.supervised_steps trainer.policy_steps trainer.checkpoint_every agent.samples"
 ).split()
 NON_NEGATIVE = (
     "agent.lam agent.lam_lr agent.gamma agent.entropy_coef agent.grad_clip trainer.grad_clip trainer.weight_decay "
     "trainer.warmup_steps trainer.curriculum_steps trainer.threshold_lr trainer.eval_every seed"
 ).split()
-UNIT_INTERVAL = ("agent.momentum", "trainer.random_p", "model.gate_threshold")
+UNIT_INTERVAL = ("agent.momentum", "trainer.random_p")
+
+
+def check_stack(c: StackConfig, prefix: str = "") -> None:
+    """The architecture's range checks, the one place they are made; raises ConfigError."""
+    for name in ("dims", "heads", "memory_slots", "hc_expansion", "policy_hidden"):
+        if not getattr(c, name) > 0:
+            raise ConfigError(f"{prefix}{name}: got {getattr(c, name)!r}, must be > 0")
+    if c.num_layers < 2:
+        raise ConfigError(f"{prefix}num_layers: got {c.num_layers}, must be >= 2")
+    if not 1 <= c.max_jump < c.num_layers:
+        raise ConfigError(
+            f"{prefix}max_jump: got {c.max_jump}, must be in [1, {prefix}num_layers - 1 = {c.num_layers - 1}]"
+        )
+    if c.dims % c.heads:
+        raise ConfigError(f"{prefix}heads: got {c.heads}, must divide {prefix}dims = {c.dims}")
+    if not 0 <= c.gate_threshold <= 1:
+        raise ConfigError(f"{prefix}gate_threshold: got {c.gate_threshold!r}, must be in [0, 1]")
+    _check_choice(f"{prefix}policy_inputs", c.policy_inputs, PolicyInputs)
+
+
+def _check_choice(key: str, value: Any, literal: Any) -> Any:
+    allowed = typing.get_args(literal)
+    if value not in allowed:
+        raise ConfigError(f"{key}: got {short(value)}, allowed: {', '.join(allowed)}")
+    return value
+
+
+def short(value: Any, limit: int = 60) -> str:
+    """``repr(value)`` cut to ``limit`` characters: errors quote a bad value, never a whole file."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
 
 
 def _check_type(key: str, value: Any, annotation: Any) -> Any:
+    if typing.get_origin(annotation) is Literal:
+        return _check_choice(key, value, annotation)
     options = typing.get_args(annotation) if isinstance(annotation, types.UnionType) else (annotation,)
     if value is None and type(None) in options:
         return None
@@ -125,12 +173,12 @@ def _check_type(key: str, value: Any, annotation: Any) -> Any:
         if option is str and isinstance(value, str):
             return value
     allowed = " or ".join("null" if o is type(None) else o.__name__ for o in options)
-    raise ConfigError(f"{key}: expected {allowed}, got {value!r}")
+    raise ConfigError(f"{key}: expected {allowed}, got {short(value)}")
 
 
 def _build(cls: type, data: Any, prefix: str) -> Any:
     if not isinstance(data, dict):
-        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping of keys, got {data!r}")
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping of keys, got {short(data)}")
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     values = {}
@@ -156,9 +204,6 @@ def _get(config: Config, key: str) -> Any:
 
 def validate(config: Config) -> Config:
     """Range and choice checks that types alone cannot express."""
-    for key, allowed in CHOICES.items():
-        if _get(config, key) not in allowed:
-            raise ConfigError(f"{key}: got {_get(config, key)!r}, allowed: {', '.join(allowed)}")
     for key in POSITIVE:
         if not _get(config, key) > 0:
             raise ConfigError(f"{key}: got {_get(config, key)!r}, must be > 0")
@@ -168,23 +213,13 @@ def validate(config: Config) -> Config:
     for key in UNIT_INTERVAL:
         if not 0 <= _get(config, key) <= 1:
             raise ConfigError(f"{key}: got {_get(config, key)!r}, must be in [0, 1]")
+    check_stack(config.model, "model.")
     if not 0 <= config.trainer.policy_holdout < 1:
         raise ConfigError(f"trainer.policy_holdout: got {config.trainer.policy_holdout}, must be in [0, 1)")
     if config.trainer.policy_holdout > 0 and config.trainer.schedule == "joint":
         raise ConfigError(
             "trainer.policy_holdout: the joint schedule trains both on one batch; set trainer.policy_holdout=0"
         )
-    if config.task.patch not in (1, 2, 4, 8):
-        raise ConfigError(f"task.patch: got {config.task.patch}, allowed: 1, 2, 4, 8 (it must divide 8)")
-    m = config.model
-    if m.num_layers < 2:
-        raise ConfigError(f"model.num_layers: got {m.num_layers}, must be >= 2")
-    if not 1 <= m.max_jump < m.num_layers:
-        raise ConfigError(
-            f"model.max_jump: got {m.max_jump}, must be in [1, model.num_layers - 1 = {m.num_layers - 1}]"
-        )
-    if m.dims % m.heads:
-        raise ConfigError(f"model.heads: got {m.heads}, must divide model.dims = {m.dims}")
     if not 0 < config.task.test_fraction < 1:
         raise ConfigError(f"task.test_fraction: got {config.task.test_fraction}, must be in (0, 1)")
     if config.agent.target_compute is not None and not 0 < config.agent.target_compute <= 1:
@@ -237,7 +272,9 @@ def load(path: str | Path, overrides: list[str] = ()) -> Config:
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
     except (OSError, yaml.YAMLError) as error:
-        raise ConfigError(f"cannot read config {path}: {str(error).splitlines()[0]}") from None
+        raise ConfigError(f"cannot read config {path}: {short(str(error).splitlines()[0], 120)}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of config keys, got {short(data)}")
     return from_dict(data, overrides)
 
 

@@ -14,8 +14,11 @@ import numpy as np
 import torch
 
 from skipjump.paths import enumerate_paths, next_layer, path_to_actions
-from skipjump.stack import JumpStack, Routing
+from skipjump.stack import JumpStack, Routing, count_unique_rows
 from skipjump.tasks.base import JumpModel, Split, Task
+
+# What training and evaluation report for any set of paths, under train/, policy/ and eval/<policy>/.
+TASK_METRICS = ("loss", "accuracy", "compute_fraction", "layers_mean", "unique_paths")
 
 
 @dataclass
@@ -33,8 +36,7 @@ def run_policy(model: JumpModel, task: Task, split: Split, routing: Routing, bat
     for start in range(0, len(split), batch_size):
         inputs = split.inputs[start : start + batch_size]
         targets = split.targets[start : start + batch_size]
-        outputs = model(inputs, routing)
-        trace = model.stack.trace
+        outputs, trace = model(inputs, routing)
         parts["actions"].append(trace.actions)
         parts["executed"].append(trace.executed)
         parts["loss"].append(task.per_sample_loss(outputs, targets))
@@ -48,7 +50,7 @@ def run_policy(model: JumpModel, task: Task, split: Split, routing: Routing, bat
         "loss": float(cat["loss"].mean()),
         "layers_mean": float(executed.sum(dim=1).float().mean()),
         "compute_fraction": float(cat["compute"].mean()),
-        "unique_paths": int(torch.unique(executed, dim=0).shape[0]),
+        "unique_paths": count_unique_rows(executed),
         "layer_rate": [round(float(r), 4) for r in executed.float().mean(dim=0)],
     }
     samples = {

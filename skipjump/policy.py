@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-POLICY_INPUTS = ("input", "state")
+from skipjump.config import PolicyInputs
 
 
 class JumpPolicy(nn.Module):
@@ -17,10 +17,10 @@ class JumpPolicy(nn.Module):
         learned embedding of the layer that just ran.
     """
 
-    def __init__(self, dims: int, num_layers: int, max_jump: int = 2, hidden: int = 128, inputs: str = "state") -> None:
+    def __init__(
+        self, dims: int, num_layers: int, max_jump: int = 2, hidden: int = 128, inputs: PolicyInputs = "state"
+    ) -> None:
         super().__init__()
-        if inputs not in POLICY_INPUTS:
-            raise ValueError(f"policy inputs must be one of {POLICY_INPUTS}, got {inputs!r}")
         self.inputs = inputs
         self.layer_embedding = nn.Embedding(num_layers, dims) if inputs == "state" else None
         if self.layer_embedding is not None:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import typing
+
 import torch
 
+from skipjump.config import RewardKind
 from skipjump.stack import JumpTrace
 
-REWARDS = ("compute_minus_loss", "blockdrop")
+REWARDS = typing.get_args(RewardKind)
 
 
 def jump_reward(
@@ -14,7 +17,7 @@ def jump_reward(
     loss: torch.Tensor,
     correct: torch.Tensor | None = None,
     *,
-    kind: str = "compute_minus_loss",
+    kind: RewardKind = "compute_minus_loss",
     lam: float = 1.0,
     gamma: float = 5.0,
 ) -> torch.Tensor:

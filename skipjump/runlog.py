@@ -19,9 +19,8 @@ import numpy as np
 import torch
 from torch.utils.tensorboard import SummaryWriter
 
-from skipjump.checkpoint import load_checkpoint, load_module_state
-from skipjump.config import Config, load, to_yaml
-from skipjump.tasks import JumpModel, Task, make_task
+from skipjump.checkpoint import save_checkpoint
+from skipjump.config import Config, to_yaml
 
 
 def hyperparameter_table(config: Config) -> str:
@@ -41,24 +40,31 @@ def hyperparameter_table(config: Config) -> str:
 
 
 class RunLog:
+    """Writes one run directory. Nothing touches the disk until :meth:`open`."""
+
     def __init__(self, run_dir: str | Path, config: Config, resume_step: int | None = None) -> None:
         """``resume_step``: continue a run whose checkpoint is at that step; whatever an earlier,
         interrupted process logged after it is dropped, so no step is lost or repeated."""
         self.dir = Path(run_dir)
-        self.dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.dir / "config.yaml.tmp"  # a kill mid-write must not leave a run that cannot resume
-        tmp.write_text(to_yaml(config))
-        tmp.replace(self.dir / "config.yaml")
-        self.checkpoint_path = self.dir / "checkpoints" / "last.pt"
-        purge_step = None
-        if resume_step is not None:
-            self._trim_metrics(resume_step)
-            purge_step = resume_step + 1  # TensorBoard hides older events from this step on
-        self.writer = SummaryWriter(str(self.dir), purge_step=purge_step)
-        if resume_step is None:
-            self.writer.add_text("hyperparameters", hyperparameter_table(config))
+        self.config, self.resume_step = config, resume_step
+        self.checkpoint_path = checkpoint_path(self.dir)
         self.num_layers = config.model.num_layers
         self.max_jump = config.model.max_jump
+        self.writer: SummaryWriter | None = None
+
+    def open(self) -> None:
+        """Create the directory, write the config, start the event file; OSError if it cannot be written."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.dir / "config.yaml.tmp"  # a kill mid-write must not leave a run that cannot resume
+        tmp.write_text(to_yaml(self.config))
+        tmp.replace(self.dir / "config.yaml")
+        purge_step = None
+        if self.resume_step is not None:
+            self._trim_metrics(self.resume_step)
+            purge_step = self.resume_step + 1  # TensorBoard hides older events from this step on
+        self.writer = SummaryWriter(str(self.dir), purge_step=purge_step)
+        if self.resume_step is None:
+            self.writer.add_text("hyperparameters", hyperparameter_table(self.config))
 
     def _trim_metrics(self, last_step: int) -> None:
         path = self.dir / "metrics.jsonl"
@@ -100,19 +106,16 @@ class RunLog:
         for name, arrays in samples.items():
             np.savez_compressed(traces / f"{name}.npz", **arrays)
 
+    def save_checkpoint(self, state: dict) -> None:
+        save_checkpoint(self.checkpoint_path, state)
+
     def flush(self) -> None:
         self.writer.flush()
 
     def close(self) -> None:
-        self.writer.close()
+        if self.writer is not None:
+            self.writer.close()
 
 
-def load_run(run_dir: str | Path) -> tuple[Config, Task, JumpModel]:
-    """(config, task, model) of a run directory, the model holding its last checkpoint's weights."""
-    run_dir = Path(run_dir)
-    config = load(run_dir / "config.yaml")
-    task = make_task(config.task, config.seed)
-    model = task.build_model(config.model)
-    path = run_dir / "checkpoints" / "last.pt"
-    load_module_state(model, load_checkpoint(path)["model"], path, "the model")
-    return config, task, model.eval()
+def checkpoint_path(run_dir: str | Path) -> Path:
+    return Path(run_dir) / "checkpoints" / "last.pt"

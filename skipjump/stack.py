@@ -9,40 +9,27 @@ action a in {0..max_jump} and moves to layer min(i + 1 + a, L - 1).
     x        <- x + w_s * x0 + (1 - w_s) * work_mem   if the jump skips s > 0 layers, if jump_mix
     out       = x + sigmoid(gate(x)) * mlp(layer_norm(x))
 
-Every forward pass leaves a :class:`JumpTrace` on ``self.trace``.
+``forward`` returns the output together with a :class:`JumpTrace` of the paths taken.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import nn
 from torch.distributions import Categorical
 
+from skipjump.config import StackConfig, check_stack
 from skipjump.layer import JumpLayer
 from skipjump.paths import executed_to_paths, next_layer
 from skipjump.policy import JumpPolicy
 
-ROUTING_MODES = ("sample", "greedy", "full", "random", "fixed")
-
-
-@dataclass
-class StackConfig:
-    dims: int = 64
-    num_layers: int = 6
-    heads: int = 4
-    attention: bool = True
-    causal: bool = False
-    mini_hc: bool = True
-    hc_expansion: int = 2
-    memory_slots: int = 64
-    gate_threshold: float = 0.5
-    max_jump: int = 2
-    jump_mix: bool = True
-    policy_inputs: str = "state"
-    policy_hidden: int = 128
+RoutingMode = Literal["sample", "greedy", "full", "random", "fixed"]
+ROUTING_MODES = typing.get_args(RoutingMode)
 
 
 @dataclass(frozen=True)
@@ -57,7 +44,7 @@ class Routing:
         unlocks decisions from the last layer backwards).
     """
 
-    mode: str = "sample"
+    mode: RoutingMode = "sample"
     p: float = 0.5
     actions: torch.Tensor | None = None
     first_decision: int = 0
@@ -83,7 +70,7 @@ class JumpTrace:
         return executed_to_paths(self.executed)
 
     def unique_paths(self) -> int:
-        return int(torch.unique(self.executed, dim=0).shape[0])
+        return count_unique_rows(self.executed)
 
     def jumps(self) -> list[list[int]]:
         """The seed's ``logs['jumps']``, per sample: the layer landed on after each jump."""
@@ -92,6 +79,14 @@ class JumpTrace:
             landing = [next_layer(i, a, len(actions) + 1) for i, a in enumerate(actions)]
             landed.append([there for i, there in enumerate(landing) if there > i + 1])
         return landed
+
+
+def count_unique_rows(executed: torch.Tensor) -> int:
+    """Distinct rows of a (B, L) bool mask; rows packed into integers (unique over rows is slow)."""
+    if executed.shape[1] > 62:
+        return int(torch.unique(executed, dim=0).shape[0])
+    bits = 1 << torch.arange(executed.shape[1], device=executed.device)
+    return int(torch.unique(executed.long() @ bits).numel())
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -114,10 +109,7 @@ class JumpStack(nn.Module):
     def __init__(self, config: StackConfig) -> None:
         super().__init__()
         c = config
-        if c.num_layers < 2:
-            raise ValueError(f"num_layers must be >= 2, got {c.num_layers}")
-        if not 1 <= c.max_jump < c.num_layers:
-            raise ValueError(f"max_jump must be in [1, num_layers - 1 = {c.num_layers - 1}], got {c.max_jump}")
+        check_stack(c)
         self.config = c
         self.layers = nn.ModuleList(
             JumpLayer(
@@ -142,7 +134,6 @@ class JumpStack(nn.Module):
         self.final_norm = nn.LayerNorm(c.dims)
         self.final_mlp = nn.Sequential(nn.Linear(c.dims, 4 * c.dims), nn.SiLU(), nn.Linear(4 * c.dims, c.dims))
         self.register_buffer("last_loss", torch.tensor(float("nan")))
-        self.trace: JumpTrace | None = None
         self._flops_cache: dict[int, torch.Tensor] = {}
 
     @property
@@ -198,8 +189,10 @@ class JumpStack(nn.Module):
             logits = input_logits.index_select(0, rows)
         else:
             logits = self.policy(pooled.detach(), layer)
+        if routing.mode == "greedy":  # nothing to learn from: no distribution to build
+            return logits.argmax(dim=-1), None, None
         dist = Categorical(logits=logits, validate_args=False)  # validation would cost host syncs
-        actions = dist.sample() if routing.mode == "sample" else logits.argmax(dim=-1)
+        actions = dist.sample()
         return actions, dist.log_prob(actions), dist.entropy()
 
     # -- forward ---------------------------------------------------------------------------
@@ -224,7 +217,8 @@ class JumpStack(nn.Module):
 
     def forward(
         self, x: torch.Tensor, mask: torch.Tensor | None = None, routing: Routing | str | None = None
-    ) -> torch.Tensor:
+    ) -> tuple[torch.Tensor, JumpTrace]:
+        """x (B, T, D), mask (B, T) or None -> output (B, T, D) and the trace of the paths taken."""
         self.check_input(x, mask)
         b, t, _ = x.shape
         num_layers = self.num_layers
@@ -243,9 +237,13 @@ class JumpStack(nn.Module):
         h, work_mem = x, self.work_memory.expand(b, 1, -1)
         jump_mix = self.config.jump_mix and routing.mode != "full"
         state_policy = routing.uses_policy and self.policy.inputs == "state"
+        all_rows = torch.arange(b, device=device)
 
         for i, layer in enumerate(self.layers):
-            rows = torch.nonzero(position == i).flatten()  # the one host sync per layer
+            if routing.mode == "full":  # every row runs every layer: no need to look
+                rows = all_rows
+            else:
+                rows = torch.nonzero(position == i).flatten()  # the one host sync per layer
             everyone = rows.numel() == b
             if rows.numel() == 0:
                 continue
@@ -280,8 +278,7 @@ class JumpStack(nn.Module):
             h = hi if everyone else h.index_copy(0, rows, hi)
 
         out = h + self.final_gate(h) * self.final_mlp(self.final_norm(h))
-        self.trace = self._make_trace(routing, t, actions, executed, log_probs, entropy, features)
-        return out
+        return out, self._make_trace(routing, t, actions, executed, log_probs, entropy, features)
 
     # -- accounting ------------------------------------------------------------------------
 

@@ -91,15 +91,15 @@ def test_value_baseline_learns_the_reward():
 
 
 def test_policy_loss_normalises_advantages_but_logs_their_raw_spread():
-    stack = JumpStack(StackConfig(dims=8, num_layers=4, heads=2, memory_slots=4, policy_hidden=8))
-    stack(torch.randn(6, 3, 8), routing="sample")
+    stack = JumpStack(StackConfig(dims=8, num_layers=4, max_jump=2, heads=2, memory_slots=4, policy_hidden=8))
+    _, trace = stack(torch.randn(6, 3, 8), routing="sample")
     rewards = torch.arange(6.0) * 10
-    loss, stats = agent("none", entropy_coef=0.0).loss(stack.trace, rewards)
+    loss, stats = agent("none", entropy_coef=0.0).loss(trace, rewards)
     assert stats["policy/advantage_std"] == pytest.approx(float(rewards.std()))
     normalised = (rewards - rewards.mean()) / rewards.std()
-    torch.testing.assert_close(loss, -(normalised * stack.trace.log_probs).mean())
-    raw, _ = agent("none", entropy_coef=0.0, normalize_advantage=False).loss(stack.trace, rewards)
-    torch.testing.assert_close(raw, -(rewards * stack.trace.log_probs).mean())
+    torch.testing.assert_close(loss, -(normalised * trace.log_probs).mean())
+    raw, _ = agent("none", entropy_coef=0.0, normalize_advantage=False).loss(trace, rewards)
+    torch.testing.assert_close(raw, -(rewards * trace.log_probs).mean())
     loss.backward()
     assert stack.policy.net[0].weight.grad.abs().sum() > 0
 
@@ -110,15 +110,14 @@ def learn(skip_penalty: float, steps: int = 150, **agent_options) -> float:
     The mean compute fraction of the sampled paths over the last 50 steps is left on ``learn.compute``.
     """
     torch.manual_seed(0)
-    stack = JumpStack(StackConfig(dims=8, num_layers=6, heads=2, memory_slots=4, policy_hidden=16))
-    options = {"baseline": "moving_average", "lam": 1.0, "entropy_coef": 0.0, **agent_options}
+    stack = JumpStack(StackConfig(dims=8, num_layers=6, max_jump=2, heads=2, memory_slots=4, policy_hidden=16))
+    options = {"baseline": "moving_average", "lam": 1.0, "entropy_coef": 0.0, "target_compute": None, **agent_options}
     reinforce = ReinforceAgent(AgentConfig(**options), dims=8)
     optimizer = torch.optim.Adam(stack.policy.parameters(), lr=0.05)
     x = torch.randn(32, 4, 8)
     sampled_compute = []
     for _ in range(steps):
-        stack(x, routing="sample")
-        trace = stack.trace
+        _, trace = stack(x, routing="sample")
         skipped = (6 - trace.layers_executed).float()
         loss = skip_penalty * skipped  # the synthetic task loss: free, or ruined by each skip
         rewards = jump_reward(trace, loss, lam=float(reinforce.lam))
@@ -128,9 +127,9 @@ def learn(skip_penalty: float, steps: int = 150, **agent_options) -> float:
         optimizer.zero_grad()
         policy_loss.backward()
         optimizer.step()
-    stack(x, routing=Routing("greedy"))
+    _, trace = stack(x, routing=Routing("greedy"))
     learn.compute = sum(sampled_compute[-50:]) / 50
-    return float(stack.trace.layers_executed.float().mean())
+    return float(trace.layers_executed.float().mean())
 
 
 def test_the_policy_learns_to_jump_when_jumping_is_free():
@@ -150,7 +149,7 @@ def test_adapt_lam_is_dual_ascent_towards_the_target_compute():
     for _ in range(20):
         agent.adapt_lam(torch.tensor([0.0]))
     assert float(agent.lam) == 0.0
-    fixed = ReinforceAgent(AgentConfig(lam=0.3), dims=8)  # no target: lam is the config's, always
+    fixed = ReinforceAgent(AgentConfig(lam=0.3, target_compute=None), dims=8)  # no target: lam is the config's, always
     fixed.adapt_lam(torch.tensor([1.0]))
     assert float(fixed.lam) == pytest.approx(0.3)
 

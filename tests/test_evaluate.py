@@ -1,21 +1,21 @@
 import pytest
 import torch
+from conftest import tiny_stack
 
-from skipjump import JumpStack, Routing, StackConfig, enumerate_paths, path_to_actions
+from skipjump import JumpStack, Routing, enumerate_paths, path_to_actions
 from skipjump.evaluate import match_random_p, path_compute_fraction, random_compute_fraction
 
 
 def make_stack() -> JumpStack:
-    torch.manual_seed(0)
-    return JumpStack(StackConfig(dims=16, num_layers=8, heads=2, max_jump=3, memory_slots=8, policy_hidden=16))
+    return tiny_stack(num_layers=8, max_jump=3, dtype=torch.float32)
 
 
 @pytest.mark.parametrize("p", [0.0, 0.3, 0.7, 1.0])
 def test_random_compute_fraction_matches_sampled_random_routing(p):
     stack = make_stack()
     with torch.no_grad():
-        stack(torch.randn(4000, 3, 16), routing=Routing("random", p=p))
-    sampled = float(stack.trace.compute_fraction.mean())
+        _, trace = stack(torch.randn(4000, 3, 16), routing=Routing("random", p=p))
+    sampled = float(trace.compute_fraction.mean())
     assert random_compute_fraction(stack, 3, p) == pytest.approx(sampled, abs=0.01)
 
 
@@ -32,5 +32,5 @@ def test_random_skipping_can_match_any_compute_between_the_longest_jumps_and_ful
 def test_path_compute_fraction_matches_the_trace():
     stack = make_stack()
     for path in enumerate_paths(8, 3)[:5]:
-        stack(torch.randn(1, 3, 16), routing=Routing("fixed", actions=path_to_actions(path, 8, 3)))
-        assert path_compute_fraction(stack, 3, path) == pytest.approx(float(stack.trace.compute_fraction))
+        _, trace = stack(torch.randn(1, 3, 16), routing=Routing("fixed", actions=path_to_actions(path, 8, 3)))
+        assert path_compute_fraction(stack, 3, path) == pytest.approx(float(trace.compute_fraction))

@@ -10,14 +10,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from common import CONFIG, ROOT, train
-from common import TINY as COMMON_TINY
+import train
+from conftest import CONFIG, ROOT
+from conftest import TINY as COMMON_TINY
 
-from skipjump.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, seed_everything
+from skipjump.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from skipjump.config import from_dict, load
+from skipjump.monitor import Monitor
 from skipjump.runlog import RunLog
-from skipjump.tasks import DataError, DigitsTask, make_task
-from skipjump.trainer import NonFiniteError, Trainer
+from skipjump.tasks import DataError, DigitsTask
+from skipjump.trainer import NonFiniteError, build
 
 TINY = [*COMMON_TINY, "trainer.warmup_steps=10", "trainer.log_every=10"]
 
@@ -121,18 +123,18 @@ def test_stop_and_resume_equals_one_unbroken_run(tmp_path):
 
     # What a SIGINT at step 25 does: stop after the step, save, close (no evaluation).
     config = load(CONFIG, [*TINY, *steps])
-    seed_everything(config.seed)
-    task = make_task(config.task, config.seed)
-    trainer = Trainer(config, task, task.build_model(config.model), RunLog(tmp_path / "split", config))
+    run = RunLog(tmp_path / "split", config)
+    trainer = build(config, Monitor(run, config.trainer))
+    run.open()
     trainer.train(steps=25)
-    trainer.save()
-    trainer.run.close()
+    trainer.monitor.save(trainer)
+    run.close()
     assert train.main(["--resume", str(tmp_path / "split")]) == 0
 
-    whole = torch.load(tmp_path / "whole/checkpoints/last.pt", weights_only=False)
-    split = torch.load(tmp_path / "split/checkpoints/last.pt", weights_only=False)
+    whole = load_checkpoint(tmp_path / "whole/checkpoints/last.pt")
+    split = load_checkpoint(tmp_path / "split/checkpoints/last.pt")
     assert whole["step"] == split["step"] == 50
-    for part in ("model", "agent", "network_optimizer", "policy_optimizer"):
+    for part in ("model", "updates"):
         torch.testing.assert_close(whole[part], split[part], rtol=0, atol=0, equal_nan=True)
     assert metrics(tmp_path / "whole") == metrics(tmp_path / "split")
     assert (tmp_path / "whole/summary.json").read_text() == (tmp_path / "split/summary.json").read_text()
@@ -210,11 +212,12 @@ def test_sigkill_at_random_moments_never_loses_the_checkpoint(tmp_path):
 
 def test_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     config = from_dict({}, [*TINY, "trainer.steps=40", "trainer.checkpoint_every=5"])
-    seed_everything(config.seed)
-    task = make_task(config.task, config.seed)
-    trainer = Trainer(config, task, task.build_model(config.model), RunLog(tmp_path, config))
+    run = RunLog(tmp_path, config)
+    trainer = build(config, Monitor(run, config.trainer))
+    run.open()
+    task = trainer.task
     trainer.train(steps=12)
-    good = load_checkpoint(trainer.run.checkpoint_path)
+    good = load_checkpoint(run.checkpoint_path)
     original = task.per_sample_loss
 
     def poisoned(outputs, targets):
@@ -224,28 +227,26 @@ def test_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_pa
     monkeypatch.setattr(task, "per_sample_loss", poisoned)
     with pytest.raises(NonFiniteError, match="step 13: non-finite task loss"):
         trainer.train()
-    kept = load_checkpoint(trainer.run.checkpoint_path)
+    kept = load_checkpoint(run.checkpoint_path)
     assert kept["step"] == good["step"] == 12
     weights = {k: v for k, v in kept["model"].items() if k != "stack.last_loss"}  # NaN = "no loss seen yet"
     assert all(torch.isfinite(v).all() for v in weights.values() if v.is_floating_point())
 
 
 def test_non_finite_gradient_is_named():
-    config = from_dict({}, [*TINY, "trainer.steps=40"])
-    task = make_task(config.task, config.seed)
-    trainer = Trainer(config, task, task.build_model(config.model))
+    trainer = build(from_dict({}, [*TINY, "trainer.steps=40"]))
     trainer.model.head.out.weight.register_hook(lambda grad: grad * float("nan"))
+    before = [p.detach().clone() for p in trainer.model.parameters()]
     with pytest.raises(NonFiniteError, match="step 0: non-finite network gradient norm"):
-        trainer.supervised_step(task.train.inputs[:16], task.train.targets[:16])
+        trainer.train_step()  # a supervised step (warm-up)
+    assert all(torch.equal(b, p) for b, p in zip(before, trainer.model.parameters()))  # nothing moved
 
 
 def test_non_finite_reward_is_named(monkeypatch):
-    config = from_dict({}, [*TINY, "trainer.steps=40"])
-    task = make_task(config.task, config.seed)
-    trainer = Trainer(config, task, task.build_model(config.model))
-    monkeypatch.setattr("skipjump.trainer.jump_reward", lambda *a, **k: torch.full((16,), float("inf")))
-    with pytest.raises(NonFiniteError, match="step 0: non-finite reward"):
-        trainer.policy_step(task.train.inputs[:16], task.train.targets[:16])
+    trainer = build(from_dict({}, [*TINY, "trainer.steps=40", "trainer.warmup_steps=0"]))
+    monkeypatch.setattr("skipjump.updates.jump_reward", lambda *a, **k: torch.full((64,), float("inf")))
+    with pytest.raises(NonFiniteError, match="step 1: non-finite reward"):
+        trainer.train(steps=2)  # step 0 is supervised, step 1 a policy step
 
 
 def make_run(tmp_path: Path, *overrides: str) -> Path:
@@ -272,12 +273,12 @@ def test_truncated_corrupted_and_mismatched_checkpoints_give_clear_errors(tmp_pa
     path.write_bytes((other / "checkpoints/last.pt").read_bytes())
     assert train.main(["--resume", str(run_dir)]) == 2
     err = capsys.readouterr().err
-    assert f"{path}: the model does not match this architecture: shape mismatch" in err
+    assert f"{path}: the model does not match this architecture: shape or dtype mismatch" in err
 
     path.write_bytes(whole)
     save_checkpoint(path, {"model": load_checkpoint(path)["model"]})  # the weights, nothing else
     assert train.main(["--resume", str(run_dir)]) == 2
-    assert "incomplete checkpoint, missing agent, network_optimizer" in capsys.readouterr().err
+    assert "incomplete checkpoint, missing updates, schedule" in capsys.readouterr().err
 
     save_checkpoint(path, {"weights": 1})
     with pytest.raises(CheckpointError, match="not a skipjump checkpoint"):

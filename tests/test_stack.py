@@ -1,30 +1,22 @@
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
+from conftest import ROOT, tiny_stack
 
 from skipjump import (
     JumpLayer,
-    JumpStack,
     MemoryGate,
     MiniHyperConnection,
     Routing,
-    StackConfig,
     enumerate_paths,
     path_to_actions,
     skip_layer,
     straight_through_threshold,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def make_stack(**overrides) -> JumpStack:
-    torch.manual_seed(0)
-    config = StackConfig(dims=16, num_layers=6, heads=2, memory_slots=8, policy_hidden=16, **overrides)
-    return JumpStack(config).double()
+make_stack = tiny_stack  # 6 layers, max_jump 2, float64
 
 
 def test_straight_through_threshold_passes_gradient():
@@ -60,23 +52,28 @@ def test_token_gate_keeps_gated_off_tokens_and_trains_through_the_threshold():
     assert layer.token_gate.mix.weight.grad.abs().sum() > 0  # straight-through gradient
 
 
-def test_memory_gate_shapes():
+def test_memory_gate_keeps_exactly_the_tokens_scored_above_its_threshold():
+    torch.manual_seed(0)
     gate = MemoryGate(dims=8, memory_slots=4)
-    keep, score = gate(torch.randn(2, 3, 8))
+    x = torch.randn(2, 3, 8)
+    median = float(gate(x)[1].detach().median())
+    gate.threshold.fill_(median)  # half the tokens above, half below
+    keep, score = gate(x)
     assert keep.shape == score.shape == (2, 3, 1)
-    assert set(keep.unique().tolist()) <= {0.0, 1.0}
+    assert torch.equal(keep, (score > median).float())
+    assert 0 < int(keep.sum()) < 6  # the gate depends on the token
 
 
 def test_batched_routing_matches_each_sample_alone_along_its_path():
     stack = make_stack()
     x = torch.randn(8, 5, 16, dtype=torch.float64)
-    batched = stack(x, routing="sample")
-    actions = stack.trace.actions
+    batched, trace = stack(x, routing="sample")
+    actions = trace.actions
     assert len({tuple(r) for r in actions.tolist()}) > 1, "want several distinct paths in this batch"
     for b in range(8):
-        alone = stack(x[b : b + 1], routing=Routing("fixed", actions=actions[b]))
+        alone, alone_trace = stack(x[b : b + 1], routing=Routing("fixed", actions=actions[b]))
         torch.testing.assert_close(alone, batched[b : b + 1])
-        assert stack.trace.actions[0].tolist() == actions[b].tolist()
+        assert alone_trace.actions[0].tolist() == actions[b].tolist()
 
 
 def test_attention_with_padding_mask_matches_each_sample_alone():
@@ -85,15 +82,15 @@ def test_attention_with_padding_mask_matches_each_sample_alone():
     mask = torch.ones(4, 6, dtype=torch.bool)
     mask[1, 4:] = False
     mask[3, 1:] = False
-    batched = stack(x, mask, routing="sample")
-    actions = stack.trace.actions
+    batched, trace = stack(x, mask, routing="sample")
+    actions = trace.actions
     for b in range(4):
-        alone = stack(x[b : b + 1], mask[b : b + 1], Routing("fixed", actions=actions[b]))
+        alone, _ = stack(x[b : b + 1], mask[b : b + 1], Routing("fixed", actions=actions[b]))
         torch.testing.assert_close(alone, batched[b : b + 1])
     # Padding really is ignored: changing padded tokens leaves real outputs unchanged.
     x2 = x.clone()
     x2[3, 1:] = 100.0
-    out2 = stack(x2, mask, Routing("fixed", actions=actions))
+    out2, _ = stack(x2, mask, Routing("fixed", actions=actions))
     torch.testing.assert_close(out2[3, :1], batched[3, :1])
 
 
@@ -102,58 +99,57 @@ def test_layers_run_only_on_the_rows_that_land_on_them():
     rows_seen = {}
     for i, layer in enumerate(stack.layers):
         layer.register_forward_pre_hook(lambda m, args, i=i: rows_seen.__setitem__(i, args[0].shape[0]))
-    stack(torch.randn(10, 3, 16, dtype=torch.float64), routing="sample")
-    executed = stack.trace.executed
+    _, trace = stack(torch.randn(10, 3, 16, dtype=torch.float64), routing="sample")
+    executed = trace.executed
     for i in range(6):
         assert rows_seen.get(i, 0) == int(executed[:, i].sum())
     assert executed[:, 0].all() and executed[:, -1].all()
-    assert (stack.trace.layers_executed == executed.sum(1)).all()
+    assert (trace.layers_executed == executed.sum(1)).all()
 
 
 def test_jump_arithmetic_and_compute_fraction_of_a_fixed_path():
     stack = make_stack()
     x = torch.randn(2, 5, 16, dtype=torch.float64)
-    stack(x, routing=Routing("fixed", actions=path_to_actions([0, 3, 5], 6, 2)))
-    trace = stack.trace
+    _, trace = stack(x, routing=Routing("fixed", actions=path_to_actions([0, 3, 5], 6, 2)))
     assert trace.executed[0].tolist() == [True, False, False, True, False, True]
     assert trace.actions[0].tolist() == [2, -1, -1, 1, -1]
     flops = stack.layer_flops(5)
     full = stack.full_depth_flops(5)
     expected = (full - flops.sum() + flops[[0, 3, 5]].sum()) / full
     assert trace.compute_fraction[0].item() == pytest.approx(expected.item())
-    stack(x, routing="full")
-    assert stack.trace.compute_fraction.tolist() == [1.0, 1.0]
-    assert stack.trace.layers_executed.tolist() == [6, 6]
+    _, trace = stack(x, routing="full")
+    assert trace.compute_fraction.tolist() == [1.0, 1.0]
+    assert trace.layers_executed.tolist() == [6, 6]
 
 
 def test_policy_flops_count_toward_compute():
     stack = make_stack()
     x = torch.randn(1, 5, 16, dtype=torch.float64)
-    stack(x, routing=Routing("fixed", actions=torch.zeros(5, dtype=torch.long)))
-    assert stack.trace.compute_fraction.item() == 1.0  # fixed: the policy never ran
+    _, trace = stack(x, routing=Routing("fixed", actions=torch.zeros(5, dtype=torch.long)))
+    assert trace.compute_fraction.item() == 1.0  # fixed: the policy never ran
     stack.policy.net[2].bias.data = torch.tensor([100.0, 0.0, 0.0], dtype=torch.float64)  # never jump
-    stack(x, routing="greedy")
-    assert stack.trace.layers_executed.item() == 6
+    _, trace = stack(x, routing="greedy")
+    assert trace.layers_executed.item() == 6
     expected = 1 + 5 * stack.policy.flops(5) / stack.full_depth_flops(5)
-    assert stack.trace.compute_fraction.item() == pytest.approx(expected)
+    assert trace.compute_fraction.item() == pytest.approx(expected)
 
 
 def test_random_routing_extremes():
     stack = make_stack()
     x = torch.randn(16, 3, 16, dtype=torch.float64)
-    stack(x, routing=Routing("random", p=0.0))
-    assert (stack.trace.layers_executed == 6).all()
-    stack(x, routing=Routing("random", p=1.0))
-    decided = stack.trace.actions[stack.trace.actions >= 0]
+    _, trace = stack(x, routing=Routing("random", p=0.0))
+    assert (trace.layers_executed == 6).all()
+    _, trace = stack(x, routing=Routing("random", p=1.0))
+    decided = trace.actions[trace.actions >= 0]
     assert (decided == stack.config.max_jump).all()  # p = 1: every decision takes the longest jump
 
 
 @pytest.mark.parametrize("inputs", ["input", "state"])
 def test_reinforce_loss_reaches_the_policy_only(inputs):
     stack = make_stack(policy_inputs=inputs)
-    stack(torch.randn(6, 4, 16, dtype=torch.float64), routing="sample")
+    _, trace = stack(torch.randn(6, 4, 16, dtype=torch.float64), routing="sample")
     advantage = torch.randn(6, dtype=torch.float64)
-    loss = -(advantage * stack.trace.log_probs).mean() - 0.01 * stack.trace.entropy.mean()
+    loss = -(advantage * trace.log_probs).mean() - 0.01 * trace.entropy.mean()
     loss.backward()
     policy_grads = [p.grad for p in stack.policy.parameters() if p.requires_grad]
     assert any(g is not None and g.abs().sum() > 0 for g in policy_grads)
@@ -163,17 +159,17 @@ def test_reinforce_loss_reaches_the_policy_only(inputs):
 def test_eval_mode_is_greedy_and_deterministic():
     stack = make_stack().eval()
     x = torch.randn(5, 4, 16, dtype=torch.float64)
-    first = stack(x)
-    second = stack(x)
+    first, first_trace = stack(x)
+    second, _ = stack(x)
     torch.testing.assert_close(first, second)
-    greedy = stack(x, routing="greedy")
+    greedy, greedy_trace = stack(x, routing="greedy")
     torch.testing.assert_close(first, greedy)
+    assert torch.equal(first_trace.actions, greedy_trace.actions)
 
 
 def test_curriculum_forces_early_decisions_to_run_the_next_layer():
     stack = make_stack()
-    stack(torch.randn(8, 3, 16, dtype=torch.float64), routing=Routing("sample", first_decision=3))
-    trace = stack.trace
+    _, trace = stack(torch.randn(8, 3, 16, dtype=torch.float64), routing=Routing("sample", first_decision=3))
     assert trace.executed[:, :4].all()
     assert (trace.actions[:, :3] == 0).all()
 
@@ -196,8 +192,8 @@ def test_paths_enumeration_and_actions_round_trip():
     stack = make_stack()
     x = torch.randn(1, 3, 16, dtype=torch.float64)
     for path in paths:
-        stack(x, routing=Routing("fixed", actions=path_to_actions(path, 6, 2)))
-        assert stack.trace.paths() == [path]
+        _, trace = stack(x, routing=Routing("fixed", actions=path_to_actions(path, 6, 2)))
+        assert trace.paths() == [path]
     with pytest.raises(ValueError, match="cannot go from layer 0 to 4"):
         path_to_actions([0, 4, 5], 6, 2)
 
@@ -237,11 +233,11 @@ def test_seed_compatible_skip_layer_keeps_logs_per_sample():
     model = skip_layer(32, 4, 6, mini_hc=True, hc_expansion_rate=3)
     out = model(torch.randn(3, 7, 32), xa=None, mask=None)
     assert out.shape == (3, 7, 32)
-    jumps = model.logs["jumps"]
-    assert len(jumps) == 3
-    for sample, path in zip(jumps, model.trace.paths()):
-        assert all(layer in path for layer in sample)
+    assert len(model.logs["jumps"]) == 3
     assert model.policy.inputs == "input" and model.layers[0].attention is None
+    model.policy.net[2].bias.data = torch.tensor([-100.0, -100.0, 100.0])  # always jump 2 layers
+    model(torch.randn(3, 7, 32))
+    assert model.logs["jumps"] == [[3, 5]] * 3  # 0 -> 3 -> 5 (clamped from 6, still a jump over 4)
 
 
 def test_seed_example_script_prints_both_shapes():
@@ -257,10 +253,11 @@ def test_a_jump_clamped_at_the_end_skips_nothing_and_mixes_nothing():
     outputs = []
     for last_action in (0, 1, 2):  # after layer 4 every action lands on layer 5
         actions = torch.tensor([0, 0, 0, 0, last_action])
-        outputs.append(stack(x, routing=Routing("fixed", actions=actions)))
-        assert stack.trace.paths() == [(0, 1, 2, 3, 4, 5)]
+        out, trace = stack(x, routing=Routing("fixed", actions=actions))
+        outputs.append(out)
+        assert trace.paths() == [(0, 1, 2, 3, 4, 5)]
+        assert trace.jumps() == [[]]
     torch.testing.assert_close(outputs[1], outputs[0])
     torch.testing.assert_close(outputs[2], outputs[0])
-    assert stack.trace.jumps() == [[]]
     with pytest.raises(ValueError, match=r"long values in \[-1, 2\]"):
         stack(x, routing=Routing("fixed", actions=torch.tensor([0, 0, 0, -7, 0])))

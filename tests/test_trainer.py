@@ -6,22 +6,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from common import CONFIG, ROOT, TINY, train
+import train
+from conftest import CONFIG, ROOT, TINY
+from conftest import tiny_trainer as make_trainer
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from skipjump.checkpoint import seed_everything
-from skipjump.config import from_dict
-from skipjump.evaluate import run_path
-from skipjump.runlog import load_run
-from skipjump.tasks import make_task
-from skipjump.trainer import Trainer
-
-
-def make_trainer(*overrides: str) -> Trainer:
-    config = from_dict({}, [*TINY, "trainer.steps=20", "trainer.warmup_steps=2", *overrides])
-    seed_everything(config.seed)
-    task = make_task(config.task, config.seed)
-    return Trainer(config, task, task.build_model(config.model))
+from skipjump.evaluate import TASK_METRICS, run_path
+from skipjump.runs import load_run
+from skipjump.stack import Routing
 
 
 def snapshot(params) -> list[torch.Tensor]:
@@ -33,67 +25,69 @@ def changed(before, params) -> bool:
 
 
 def test_supervised_steps_leave_the_policy_untouched():
-    trainer = make_trainer()
-    policy, network = snapshot(trainer.policy_params), snapshot(trainer.network_params)
-    inputs, targets = trainer.task.train.inputs[:16], trainer.task.train.targets[:16]
-    trainer.supervised_step(inputs, targets)
-    assert not changed(policy, trainer.policy_params)
-    assert changed(network, trainer.network_params)
-    assert not trainer.model.stack.trace.log_probs.requires_grad  # the policy was frozen: no graph through it
+    updates = make_trainer().updates
+    policy, network = snapshot(updates.policy_params), snapshot(updates.network_params)
+    inputs, targets = updates.task.train.inputs[:16], updates.task.train.targets[:16]
+    _, trace = updates.supervised(inputs, targets, Routing("sample"))  # the policy picks the paths
+    assert not changed(policy, updates.policy_params)
+    assert changed(network, updates.network_params)
+    assert not trace.log_probs.requires_grad  # the policy was frozen: no graph through it
 
 
 @pytest.mark.parametrize("baseline", ["none", "moving_average", "self_critical", "leave_one_out", "value"])
 def test_policy_steps_leave_the_network_untouched_and_compute_no_network_gradients(baseline):
-    trainer = make_trainer(f"agent.baseline={baseline}")
-    policy, network = snapshot(trainer.policy_params), snapshot(trainer.network_params)
-    inputs, targets = trainer.task.train.inputs[:16], trainer.task.train.targets[:16]
+    updates = make_trainer(f"agent.baseline={baseline}").updates
+    policy, network = snapshot(updates.policy_params), snapshot(updates.network_params)
+    inputs, targets = updates.task.train.inputs[:16], updates.task.train.targets[:16]
     outputs_need_grad = []
-    trainer.model.head.register_forward_hook(lambda module, args, out: outputs_need_grad.append(out.requires_grad))
-    stats = trainer.policy_step(inputs, targets)
+    updates.model.head.register_forward_hook(lambda module, args, out: outputs_need_grad.append(out.requires_grad))
+    _, trace = updates.policy(inputs, targets)
     assert outputs_need_grad and not any(outputs_need_grad)  # the network was frozen: no graph through it
-    assert changed(policy, trainer.policy_params)
-    assert not changed(network, trainer.network_params)
-    assert all(p.grad is None for p in trainer.network_params)
-    assert np.isfinite(stats["policy/loss"])
-    if baseline == "leave_one_out":
-        assert trainer.model.stack.trace.actions.shape[0] == 16 * trainer.config.agent.samples
+    assert changed(policy, updates.policy_params)
+    assert not changed(network, updates.network_params)
+    assert all(p.grad is None for p in updates.network_params)
+    paths = updates.config.agent.samples if baseline == "leave_one_out" else 1
+    assert trace.actions.shape[0] == 16 * paths
 
 
 def test_policy_holdout_keeps_policy_rows_away_from_supervised_steps(monkeypatch):
     trainer = make_trainer("trainer.policy_holdout=0.25", "trainer.warmup_steps=2")
+    schedule = trainer.schedule
     train_rows = len(trainer.task.train)
-    assert len(trainer.policy_rows) == round(0.25 * train_rows)
-    assert set(trainer.policy_rows.tolist()).isdisjoint(trainer.network_rows.tolist())
-    assert len(trainer.policy_rows) + len(trainer.network_rows) == train_rows
+    assert len(schedule.policy_rows) == round(0.25 * train_rows)
+    assert set(schedule.policy_rows.tolist()).isdisjoint(schedule.network_rows.tolist())
+    assert len(schedule.policy_rows) + len(schedule.network_rows) == train_rows
     seen = {"supervised": set(), "policy": set()}
 
     def record(phase):
-        def step(inputs, targets):
+        def step(inputs, targets, *rest):
             seen[phase].update(map(tuple, inputs.flatten(1).tolist()))
-            return {}
+            return {}, None
 
         return step
 
-    monkeypatch.setattr(trainer, "supervised_step", record("supervised"))
-    monkeypatch.setattr(trainer, "policy_step", record("policy"))
+    monkeypatch.setattr(trainer.updates, "supervised", record("supervised"))
+    monkeypatch.setattr(trainer.updates, "policy", record("policy"))
     for _ in range(40):
         trainer.train_step()
     as_rows = lambda rows: set(map(tuple, trainer.task.train.inputs[rows].flatten(1).tolist()))  # noqa: E731
-    assert seen["policy"] and seen["policy"] <= as_rows(trainer.policy_rows)
-    assert seen["supervised"] and seen["supervised"] <= as_rows(trainer.network_rows)
-    assert torch.equal(trainer.policy_split.targets, trainer.task.train.targets[trainer.policy_rows])
-    everyone = make_trainer()  # no holdout: both steps read the whole training split
+    assert seen["policy"] and seen["policy"] <= as_rows(schedule.policy_rows)
+    assert seen["supervised"] and seen["supervised"] <= as_rows(schedule.network_rows)
+    assert torch.equal(trainer.policy_split.targets, trainer.task.train.targets[schedule.policy_rows])
+    everyone = make_trainer("trainer.policy_holdout=0").schedule  # both steps read the whole training split
     assert len(everyone.policy_rows) == len(everyone.network_rows) == train_rows
 
 
 def test_schedule_warmup_then_cycles_and_joint():
-    trainer = make_trainer("trainer.warmup_steps=3", "trainer.supervised_steps=2", "trainer.policy_steps=1")
-    assert [trainer.phase(s) for s in range(9)] == ["supervised"] * 3 + ["supervised", "supervised", "policy"] * 2
-    joint = make_trainer("trainer.schedule=joint")
-    assert [joint.phase(s) for s in range(4)] == ["supervised", "supervised", "joint", "joint"]
-    policy, network = snapshot(joint.policy_params), snapshot(joint.network_params)
-    joint.joint_step(joint.task.train.inputs[:16], joint.task.train.targets[:16])
-    assert changed(policy, joint.policy_params) and changed(network, joint.network_params)
+    schedule = make_trainer("trainer.warmup_steps=3", "trainer.supervised_steps=2", "trainer.policy_steps=1").schedule
+    assert [schedule.phase(s) for s in range(9)] == ["supervised"] * 3 + ["supervised", "supervised", "policy"] * 2
+    joint = make_trainer("trainer.schedule=joint", "trainer.policy_holdout=0")
+    assert [joint.schedule.phase(s) for s in range(4)] == ["supervised", "supervised", "joint", "joint"]
+    updates = joint.updates
+    policy, network = snapshot(updates.policy_params), snapshot(updates.network_params)
+    stats, _ = updates.joint(joint.task.train.inputs[:16], joint.task.train.targets[:16])
+    assert changed(policy, updates.policy_params) and changed(network, updates.network_params)
+    assert {f"train/{key}" for key in TASK_METRICS} <= set(stats)
 
 
 def test_curriculum_unlocks_decisions_from_the_last_layer_backwards():
@@ -121,12 +115,12 @@ def test_a_short_run_writes_every_file_with_histograms_in_the_events(tmp_path):
     assert any("policy/reward" in m for m in metrics)
     summary = json.loads((run_dir / "summary.json").read_text())
     for policy in ("greedy", "full", "random_matched", "static_matched"):
-        assert {"accuracy", "loss", "layers_mean", "compute_fraction", "unique_paths"} <= set(summary[policy])
+        assert set(TASK_METRICS) <= set(summary[policy])
         trace = np.load(run_dir / "traces" / f"{policy}.npz")
         assert {"actions", "layers_executed", "label", "correct", "loss"} <= set(trace.files)
         assert trace["actions"].shape == (len(trace["label"]), 3)
     assert summary["full"]["compute_fraction"] == 1.0
-    assert torch.load(run_dir / "checkpoints" / "last.pt", weights_only=False)["step"] == 40
+    assert torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["step"] == 40
 
     events = EventAccumulator(str(run_dir), size_guidance={"histograms": 0, "scalars": 0})
     events.Reload()
@@ -136,10 +130,9 @@ def test_a_short_run_writes_every_file_with_histograms_in_the_events(tmp_path):
     depth = events.Histograms("jumps/depth")[-1].histogram_value
     assert depth.num == 5 * 4 * 16  # the window's 5 policy steps, 4 sampled paths (leave-one-out) of 16 inputs
     scalars = set(events.Tags()["scalars"])
-    expected = {"train/loss", "train/accuracy", "train/compute_fraction", "train/unique_paths", "policy/reward"}
+    expected = {f"{prefix}/{key}" for prefix in ("train", "policy", "eval/greedy", "eval/full") for key in TASK_METRICS}
     expected |= {"policy/advantage_std", "policy/entropy", "policy/loss", "policy/lam", "gates/threshold_layer0"}
-    expected |= {"policy/compute_fraction", "policy/accuracy", "policy/unique_paths"}
-    expected |= {"eval/greedy/accuracy", "eval/full/accuracy", "eval/static_matched/compute_fraction"}
+    expected |= {"policy/reward", "eval/static_matched/compute_fraction"}
     assert expected <= scalars
 
 

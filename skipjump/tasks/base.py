@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from skipjump.config import TaskConfig
-from skipjump.stack import JumpStack, Routing, StackConfig, parameters_excluding
+from skipjump.config import StackConfig, TaskConfig
+from skipjump.stack import JumpStack, JumpTrace, Routing, parameters_excluding
 
 
 @dataclass
@@ -23,14 +23,15 @@ class Split:
 
 
 class JumpModel(nn.Module):
-    """inputs -> embed -> (B, T, D) -> JumpStack -> head -> outputs. ``stack.trace`` has the paths."""
+    """inputs -> embed -> (B, T, D) -> JumpStack -> head -> (outputs, the stack's JumpTrace)."""
 
     def __init__(self, embed: nn.Module, stack: JumpStack, head: nn.Module) -> None:
         super().__init__()
         self.embed, self.stack, self.head = embed, stack, head
 
-    def forward(self, inputs: torch.Tensor, routing: Routing | str | None = None) -> torch.Tensor:
-        return self.head(self.stack(self.embed(inputs), routing=routing))
+    def forward(self, inputs: torch.Tensor, routing: Routing | str | None = None) -> tuple[torch.Tensor, JumpTrace]:
+        hidden, trace = self.stack(self.embed(inputs), routing=routing)
+        return self.head(hidden), trace
 
     def network_parameters(self) -> list[nn.Parameter]:
         """Every parameter but the jump policy's."""

@@ -8,8 +8,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from skipjump.config import TaskConfig
-from skipjump.stack import JumpStack, StackConfig
+from skipjump.config import ConfigError, StackConfig, TaskConfig
+from skipjump.stack import JumpStack
 from skipjump.tasks.base import JumpModel, Split, Task
 
 
@@ -84,7 +84,7 @@ class DigitsTask(Task):
 
     def __init__(self, seed: int = 0, patch: int = 2, test_fraction: float = 0.2, data_file: str | None = None):
         if patch not in (1, 2, 4, 8):
-            raise ValueError(f"patch must divide 8 (1, 2, 4 or 8), got {patch}")
+            raise ConfigError(f"task.patch: got {patch}, allowed: 1, 2, 4, 8 (it must divide 8)")
         images, labels = load_digits_arrays(data_file)
         if len(images) < 2:
             raise DataError(f"{data_file}: need at least 2 images for a train/test split, got {len(images)}")

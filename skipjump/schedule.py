@@ -1,0 +1,99 @@
+"""Which update each step makes, on which training rows, and which decisions the policy may take.
+
+Phases (``trainer.schedule``):
+    alternate  ``warmup_steps`` supervised steps, then cycles of ``supervised_steps`` supervised
+               and ``policy_steps`` policy steps
+    joint      after the warm-up, each step updates both from one forward pass
+
+Rows: with ``policy_holdout`` > 0, policy steps read a held-out part of the training split that
+supervised steps never touch (on rows the network has memorised every path's loss is ~0 and the
+reward would see only compute). Curriculum: with ``curriculum_steps`` > 0 the policy's decisions
+unlock from the last layer backwards, one per ``curriculum_steps`` policy updates.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+from skipjump.config import TrainerConfig
+from skipjump.stack import Routing
+
+Phase = Literal["supervised", "policy", "joint"]
+
+
+class BatchSampler:
+    """Reshuffled epochs over ``size`` indices from its own generator (so it can be checkpointed)."""
+
+    def __init__(self, size: int, batch_size: int, seed: int) -> None:
+        self.size, self.batch_size = size, min(batch_size, size)
+        self.generator = torch.Generator().manual_seed(seed)
+        self.order = torch.randperm(size, generator=self.generator)
+        self.position = 0
+
+    def next(self) -> torch.Tensor:
+        if self.position + self.batch_size > self.size:
+            self.order = torch.randperm(self.size, generator=self.generator)
+            self.position = 0
+        batch = self.order[self.position : self.position + self.batch_size]
+        self.position += self.batch_size
+        return batch
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state(), "order": self.order, "position": self.position}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+        self.order, self.position = state["order"], state["position"]
+
+
+class Schedule:
+    def __init__(self, config: TrainerConfig, train_rows: int, num_layers: int, seed: int) -> None:
+        self.config, self.num_layers = config, num_layers
+        order = torch.randperm(train_rows, generator=torch.Generator().manual_seed(seed))
+        held = min(round(config.policy_holdout * train_rows), train_rows - 1)
+        self.policy_rows = order[:held] if held > 0 else order  # indices into the training split
+        self.network_rows = order[held:]
+        self.network_sampler = BatchSampler(len(self.network_rows), config.batch_size, seed)
+        self.policy_sampler = BatchSampler(len(self.policy_rows), config.batch_size, seed + 1)
+
+    def phase(self, step: int) -> Phase:
+        t = self.config
+        if step < t.warmup_steps:
+            return "supervised"
+        if t.schedule == "joint":
+            return "joint"
+        cycle = (step - t.warmup_steps) % (t.supervised_steps + t.policy_steps)
+        return "supervised" if cycle < t.supervised_steps else "policy"
+
+    def next_rows(self, phase: Phase) -> torch.Tensor:
+        """The training-split indices of the next batch for ``phase``."""
+        if phase == "policy":
+            return self.policy_rows[self.policy_sampler.next()]
+        return self.network_rows[self.network_sampler.next()]
+
+    def first_decision(self, policy_updates: int) -> int:
+        """The first layer whose decision the policy makes; earlier decisions run the next layer."""
+        steps = self.config.curriculum_steps
+        last_decision = self.num_layers - 2
+        return 0 if steps == 0 else max(0, last_decision - policy_updates // steps)
+
+    def supervised_routing(self, policy_updates: int) -> Routing:
+        t = self.config
+        if t.supervised_path == "full":
+            return Routing("full")
+        if t.supervised_path == "random":
+            return Routing("random", p=t.random_p)
+        return Routing("sample", first_decision=self.first_decision(policy_updates))
+
+    def policy_chooses(self, step: int, policy_updates: int) -> bool:
+        """Whether step ``step`` runs paths the policy picked (the ones the jump histograms show)."""
+        return self.phase(step) != "supervised" or self.supervised_routing(policy_updates).uses_policy
+
+    def state_dict(self) -> dict:
+        return {"network": self.network_sampler.state_dict(), "policy": self.policy_sampler.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.network_sampler.load_state_dict(state["network"])
+        self.policy_sampler.load_state_dict(state["policy"])
