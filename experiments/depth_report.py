@@ -4,7 +4,9 @@
 
 Reads RUN_DIR/traces/<policy>.npz (written by train.py) and prints the mean number of layers
 run for each label, then, for each number of layers, how many samples ran it and how many of
-them were right.
+them were right. The trace is read through ``skipjump.runs.read_trace`` (``allow_pickle=False``:
+an object array is refused, never unpickled); a missing or malformed file is one line
+``error: ...`` and exit code 2.
 """
 
 from __future__ import annotations
@@ -15,20 +17,22 @@ from pathlib import Path
 
 import numpy as np
 
+from skipjump.runs import LOAD_ERRORS, read_trace
 
-def main() -> int:
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir")
     parser.add_argument("--policy", default="greedy", help="greedy, full, random_matched or static_matched")
-    args = parser.parse_args()
-    path = Path(args.run_dir) / "traces" / f"{args.policy}.npz"
-    if not path.is_file():
-        print(f"error: no such trace file: {path}", file=sys.stderr)
+    args = parser.parse_args(argv)
+    try:
+        trace = read_trace(args.run_dir, args.policy)
+    except LOAD_ERRORS as error:
+        print(f"error: {error}", file=sys.stderr)
         return 2
-    with np.load(path) as trace:
-        layers, labels, correct = trace["layers_executed"], trace["label"], trace["correct"]
+    layers, labels, correct = trace["layers_executed"], trace["label"], trace["correct"]
 
-    print(f"{path}: {len(labels)} samples")
+    print(f"{Path(args.run_dir) / 'traces' / f'{args.policy}.npz'}: {len(labels)} samples")
     print("label  samples  mean layers")
     for label in np.unique(labels):
         chosen = labels == label

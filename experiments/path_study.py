@@ -5,25 +5,32 @@
 Runs every distinct path on the test split and prints, for each number of layers run: the
 compute of the cheapest such path, the best and mean accuracy of a fixed path of that length,
 and the per-sample oracle (a sample counts as right if any path of that length gets it right).
+The run directory is read through ``skipjump.runs`` (nothing in it can run code); a missing or
+bad file is one line ``error: ...`` and exit code 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 
 import numpy as np
 
 from skipjump import enumerate_paths
 from skipjump.evaluate import path_compute_fraction, run_path, sequence_length
-from skipjump.runs import load_run
+from skipjump.runs import LOAD_ERRORS, load_run
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
-    config, task, model = load_run(args.run_dir)
+    try:
+        config, task, model = load_run(args.run_dir)
+    except LOAD_ERRORS as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     layers, max_jump = config.model.num_layers, config.model.max_jump
     tokens = sequence_length(model, task.test)
     by_length: dict[int, list[tuple[tuple[int, ...], float, np.ndarray]]] = {}
@@ -42,7 +49,8 @@ def main() -> None:
             f"{length:>6}{len(items):>7}{compute:>9.3f}{accuracies[best]:>12.4f}{np.mean(accuracies):>12.4f}"
             f"{oracle:>8.4f}  {items[best][0]}"
         )
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

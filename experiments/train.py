@@ -22,7 +22,7 @@ from skipjump.config import ConfigError, load
 from skipjump.evaluate import evaluate, format_table
 from skipjump.monitor import Monitor
 from skipjump.runlog import RunLog
-from skipjump.runs import LOAD_ERRORS, read_run
+from skipjump.runs import LOAD_ERRORS, read_run, restore
 from skipjump.trainer import NonFiniteError, build, stop_on_signals
 
 # What a resumed run may change: when it stops and what it logs, never what it learns.
@@ -54,14 +54,14 @@ def main(argv: list[str] | None = None) -> int:
         run = RunLog(run_dir, config, resume_step=None if state is None else state.get("step"))
         trainer = build(config, Monitor(run, config.trainer))
         if state is not None:
-            trainer.load_state_dict(state, str(run.checkpoint_path))
+            restore(trainer, state, run.checkpoint_path)  # every entry checked before any is used
             remove_stale_temporaries(run.checkpoint_path)
         run.open()
     except LOAD_ERRORS as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except OSError as error:
-        print(f"error: cannot write the run directory {run_dir}: {describe(error)}", file=sys.stderr)
+        print(f"error: cannot write {describe(error, run_dir)}", file=sys.stderr)
         return 2
 
     started = time.perf_counter()
@@ -87,29 +87,48 @@ def main(argv: list[str] | None = None) -> int:
         trainer.monitor.log_evaluation(trainer.step, results)
         run.close()
     except NonFiniteError as error:
-        run.close()
-        print(f"error: {error}; the last good checkpoint is kept in {run.checkpoint_path}", file=sys.stderr)
+        close_quietly(run)
+        print(f"error: {error}; {kept(run)}", file=sys.stderr)
         return 1
     except OSError as error:
-        print(
-            f"error: step {trainer.step}: cannot write {describe(error)}; "
-            f"the last good checkpoint is kept in {run.checkpoint_path}",
-            file=sys.stderr,
-        )
+        close_quietly(run)
+        print(f"error: step {trainer.step}: cannot write {describe(error, run_dir)}; {kept(run)}", file=sys.stderr)
         return 1
 
     print(f"\n{trainer.step} steps in {trained:.0f}s, evaluated in {time.perf_counter() - started - trained:.0f}s")
     print(format_table(summaries))
-    static, random = summaries["static_matched"], summaries["random_matched"]
+    static, random, cascade = (summaries[k] for k in ("static_matched", "random_matched", "cascade_matched"))
     print(f"static_matched path: {static['path']}; random_matched p = {random['p']:.3f}")
+    print(f"cascade_matched: path {cascade['path']}, full depth too for {cascade['escalated']:.1%}")
+    gap = summaries["greedy"]["gap_closed"]
+    print(
+        f"oracle_matched (a ceiling: it reads the labels, {summaries['oracle_matched']['searched']}); gap closed "
+        + ("n/a (headroom under two samples)" if gap is None else f"{gap:+.2f}")
+    )
     print(f"\nrun directory: {run_dir}\nTensorBoard:   tensorboard --logdir {run_dir.parent}")
     return 0
 
 
-def describe(error: OSError) -> str:
-    """One line for an OSError: the file and the reason, never a traceback."""
-    where = f"{error.filename}: " if error.filename else ""
-    return f"{where}{error.strerror or type(error).__name__}"
+def describe(error: OSError, run_dir: Path) -> str:
+    """One line for an OSError: the file (else the run directory) and the reason, never a traceback."""
+    where = error.filename if error.filename and str(error.filename) != str(run_dir) else ""
+    reason = error.strerror or " ".join(str(error).split()) or type(error).__name__
+    return f"{where or f'the run directory {run_dir}'}: {reason}"
+
+
+def kept(run: RunLog) -> str:
+    """Where the last good checkpoint is (a failed write never replaces it), for the error line."""
+    if run.checkpoint_path.is_file():
+        return f"the last good checkpoint is kept in {run.checkpoint_path}"
+    return f"no checkpoint was written to {run.checkpoint_path}"
+
+
+def close_quietly(run: RunLog) -> None:
+    """Close the run after a failure; a second failure (the disk still full) must not hide the first."""
+    try:
+        run.close()
+    except OSError:
+        pass
 
 
 if __name__ == "__main__":

@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from skipjump.config import cut
+
 
 class CheckpointError(RuntimeError):
     """An unreadable or mismatched checkpoint; the message names the file."""
@@ -26,17 +28,21 @@ class CheckpointError(RuntimeError):
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
     """Write ``state`` so that ``path`` always holds either the old or the new checkpoint, whole."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
             torch.save(state, f)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)  # mkstemp makes it private
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as error:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(error, OSError) and not error.filename:  # a failed write or fsync names no file
+            raise OSError(error.errno, error.strerror or str(error), str(path)) from error
         raise
 
 
@@ -55,27 +61,39 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - truncated or corrupted files fail in many ways
-        foreign = re.search(r"Unsupported (global|class)[^.\n]*", str(error))
-        if foreign:  # what the safe loader says of a pickled callable or class
+        text = str(error)
+        unpickler = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", text)  # what the safe loader objects to
+        detail = unpickler[1] if unpickler else (text.splitlines()[0] if text else "")
+        if unpickler and not detail.startswith("Unsupported operand"):  # a pickled callable, class or object
+            name = re.search(r"GLOBAL ([\w.<>]+)", detail)
+            what = f"a reference to {cut(name[1], 80)}" if name else cut(detail, 100)
             raise CheckpointError(
-                f"{path}: refused, it holds more than tensors and plain values ({foreign[0][:100]})"
+                f"{path}: refused, it holds more than tensors and plain values ({what}); nothing was run"
             ) from None
-        first = str(error).splitlines()[0][:100] if str(error) else ""
-        raise CheckpointError(f"{path}: unreadable checkpoint ({type(error).__name__}: {first})") from None
-    if not isinstance(state, dict) or "model" not in state:
+        reason = f"{type(error).__name__}: {cut(detail)}" if detail else type(error).__name__
+        raise CheckpointError(f"{path}: unreadable checkpoint ({reason})") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: not a skipjump checkpoint (it holds a {type(state).__name__}, not a mapping)")
+    if "model" not in state:
         raise CheckpointError(f"{path}: not a skipjump checkpoint (no 'model' entry)")
     return state
 
 
-def load_module_state(module: torch.nn.Module, state: dict[str, Any], path: str | Path, what: str) -> None:
+def load_module_state(module: torch.nn.Module, state: Any, path: str | Path, what: str) -> None:
     """``load_state_dict`` whose failure names the file and the first mismatched tensors."""
+    check_module_state(module, state, path, what)
+    module.load_state_dict(state)
+
+
+def check_module_state(module: torch.nn.Module, state: Any, path: str | Path, what: str) -> None:
+    """CheckpointError unless ``state`` holds exactly ``module``'s tensors, with their shapes and dtypes."""
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path}: {what} is not a mapping of names to tensors")
     own = module.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     shapes = [
-        f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
+        f"{k} {describe_tensor(state[k])} vs {describe_tensor(v)}"
         for k, v in own.items()
         if k in state and (state[k].shape != v.shape or state[k].dtype != v.dtype)
     ]
@@ -83,14 +101,18 @@ def load_module_state(module: torch.nn.Module, state: dict[str, Any], path: str 
         detail = "; ".join(
             part
             for part in (
-                f"missing {missing[:3]}" if missing else "",
-                f"unexpected {unexpected[:3]}" if unexpected else "",
-                f"shape or dtype mismatch {shapes[:3]} (checkpoint vs model)" if shapes else "",
+                f"missing {cut(missing[:3])}" if missing else "",
+                f"unexpected {cut(unexpected[:3])}" if unexpected else "",
+                f"shape or dtype mismatch {cut(shapes[:3], 300)} (checkpoint vs model)" if shapes else "",
             )
             if part
         )
         raise CheckpointError(f"{path}: {what} does not match this architecture: {detail}")
-    module.load_state_dict(state)
+
+
+def describe_tensor(tensor: torch.Tensor) -> str:
+    """``float32 (16, 4)``: what a tensor is, for error messages."""
+    return f"{str(tensor.dtype).removeprefix('torch.')} {tuple(tensor.shape)}"
 
 
 def random_states() -> dict[str, Any]:
@@ -101,6 +123,46 @@ def random_states() -> dict[str, Any]:
         "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, cached),
         "torch": torch.get_rng_state(),
     }
+
+
+def check_random_states(states: Any, path: str | Path) -> None:
+    """CheckpointError unless ``states`` is what :func:`random_states` returns, every generator's state valid.
+
+    Each state is tried on a scratch generator; NumPy's position is checked here because NumPy accepts
+    any and then reads outside the generator's memory (a crash, not an error)."""
+    if not isinstance(states, dict) or any(key not in states for key in ("python", "numpy", "torch")):
+        raise CheckpointError(f"{path}: malformed checkpoint (random must map python, numpy and torch to states)")
+    numpy_state = states["numpy"]
+    valid = (
+        isinstance(numpy_state, tuple)
+        and len(numpy_state) == 5
+        and isinstance(numpy_state[0], str)
+        and numpy_state[0] == "MT19937"
+        and isinstance(numpy_state[1], torch.Tensor)
+        and numpy_state[1].dtype == torch.int64
+        and tuple(numpy_state[1].shape) == (624,)
+        and type(numpy_state[2]) is int
+        and 0 <= numpy_state[2] <= 624
+        and type(numpy_state[3]) is int
+        and numpy_state[3] in (0, 1)
+        and type(numpy_state[4]) is float
+    )
+    if not valid:
+        raise CheckpointError(f"{path}: malformed checkpoint (random.numpy is not a NumPy MT19937 state)")
+    trials = {
+        "python": lambda: random.Random().setstate(states["python"]),
+        "numpy": lambda: np.random.RandomState().set_state(
+            (numpy_state[0], numpy_state[1].numpy().astype(np.uint32), *numpy_state[2:])
+        ),
+        "torch": lambda: torch.Generator().set_state(states["torch"]),
+    }
+    for name, trial in trials.items():
+        try:
+            trial()
+        except Exception as error:  # noqa: BLE001 - each library rejects a bad state its own way
+            raise CheckpointError(
+                f"{path}: malformed checkpoint (random.{name}: {type(error).__name__}: {cut(str(error))})"
+            ) from None
 
 
 def set_random_states(states: dict[str, Any]) -> None:

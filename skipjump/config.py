@@ -10,6 +10,7 @@ import copy
 import dataclasses
 import difflib
 import math
+import reprlib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -142,10 +143,24 @@ def _check_choice(key: str, value: Any, literal: Any) -> Any:
     return value
 
 
-def short(value: Any, limit: int = 60) -> str:
-    """``repr(value)`` cut to ``limit`` characters: errors quote a bad value, never a whole file."""
-    text = repr(value)
+def cut(value: Any, limit: int = 100, quote: bool = False) -> str:
+    """``value`` on one line of at most ``limit`` characters: a string as it is (unless ``quote``),
+    anything else as a bounded repr (a few levels and items: a crafted nest of shared lists in a
+    YAML or checkpoint file cannot make it huge)."""
+    text = value if isinstance(value, str) and not quote else _BOUNDED.repr(value)
+    text = " ".join(text.split())
     return text if len(text) <= limit else f"{text[: limit - 3]}..."
+
+
+def short(value: Any) -> str:
+    """How errors quote a bad value: its repr, cut to 60 characters (never a whole file)."""
+    return cut(value, 60, quote=True)
+
+
+_BOUNDED = reprlib.Repr()
+_BOUNDED.maxlevel, _BOUNDED.maxstring, _BOUNDED.maxother = 3, 200, 200
+_BOUNDED.maxlist = _BOUNDED.maxtuple = _BOUNDED.maxdict = _BOUNDED.maxset = 6
+MAX_CONFIG_BYTES = 1 << 20
 
 
 def _check_type(key: str, value: Any, annotation: Any) -> Any:
@@ -187,7 +202,7 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
         if key not in names:
             close = difflib.get_close_matches(str(key), names, n=1)
             hint = f"; did you mean '{prefix}{close[0]}'?" if close else f"; allowed: {', '.join(names)}"
-            raise ConfigError(f"unknown key '{full}'{hint}")
+            raise ConfigError(f"unknown key {short(full)}{hint}")
         if dataclasses.is_dataclass(hints[key]):
             values[key] = _build(hints[key], value, f"{full}.")
         else:
@@ -267,12 +282,16 @@ def from_dict(data: dict[str, Any], overrides: list[str] = ()) -> Config:
 def load(path: str | Path, overrides: list[str] = ()) -> Config:
     """Read a YAML config, apply ``key=value`` overrides, check everything."""
     path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"config file not found: {path}")
+    if not path.is_file() or path.stat().st_size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: not a config file (a regular file of at most {MAX_CONFIG_BYTES} bytes)")
     try:
         data = yaml.safe_load(path.read_text()) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"config file not found: {path}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a config file (not text)") from None
     except (OSError, yaml.YAMLError) as error:
-        raise ConfigError(f"cannot read config {path}: {short(str(error).splitlines()[0], 120)}") from None
+        raise ConfigError(f"cannot read config {path}: {cut(str(error).splitlines()[0], 120)}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of config keys, got {short(data)}")
     return from_dict(data, overrides)

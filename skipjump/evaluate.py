@@ -1,9 +1,10 @@
-"""Evaluation of jump policies: greedy, full depth, random skipping and the best fixed path.
+"""Evaluation of jump policies: greedy and full depth, and references at the greedy policy's compute.
 
-random_matched and static_matched are matched to the greedy policy's mean compute fraction:
-random skipping by solving for its jump probability p (exact expected compute, no sampling), the
-fixed path as the most accurate path among those that cost no more, on the rows the policy was
-trained on (the trainer's held-out policy rows, or the training split), never on the test split.
+random_matched solves for random skipping's jump probability p (exact expected compute, no
+sampling); static_matched and cascade_matched are chosen on the rows the policy was trained on
+(the trainer's held-out policy rows, or the training split), never on the test split;
+oracle_matched is a ceiling that reads the test labels. ``gap_closed`` = (greedy - static) /
+(oracle - static): the share of per-sample routing's headroom the policy takes.
 """
 
 from __future__ import annotations
@@ -13,7 +14,15 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from skipjump.paths import enumerate_paths, next_layer, path_to_actions
+from skipjump.path_scores import (
+    apply_cascade,
+    candidate_paths,
+    cascade_rule,
+    oracle_assignment,
+    score_paths,
+    static_path,
+)
+from skipjump.paths import next_layer, path_to_actions
 from skipjump.stack import JumpStack, Routing, count_unique_rows
 from skipjump.tasks.base import JumpModel, Split, Task
 
@@ -106,21 +115,46 @@ def run_path(model: JumpModel, task: Task, split: Split, path: tuple[int, ...], 
     return run_policy(model, task, split, Routing("fixed", actions=actions), batch_size)
 
 
-def best_fixed_path(
-    model: JumpModel, task: Task, split: Split, budget: float, batch_size: int = 512
-) -> tuple[int, ...]:
-    """The most accurate fixed path on ``split`` (ties: lower loss) costing <= budget."""
-    stack = model.stack
-    tokens = sequence_length(model, split)
-    paths = enumerate_paths(stack.num_layers, stack.config.max_jump)
-    affordable = [p for p in paths if path_compute_fraction(stack, tokens, p) <= budget + 1e-9] or paths[:1]
-    best, best_key = affordable[0], None
-    for path in affordable:
-        s = run_path(model, task, split, path, batch_size).summary
-        key = (s["accuracy"], -s["loss"])
-        if best_key is None or key > best_key:
-            best, best_key = path, key
-    return best
+def from_assignment(
+    split: Split, paths: list[tuple[int, ...]], choice: np.ndarray, correct, loss, compute, stack: JumpStack
+) -> Evaluation:
+    """An Evaluation of per-sample paths chosen outside the model (the oracle, the cascade)."""
+    masks = np.zeros((len(paths), stack.num_layers), dtype=bool)
+    for i, path in enumerate(paths):
+        masks[i, list(path)] = True
+    actions = torch.stack([path_to_actions(p, stack.num_layers, stack.config.max_jump) for p in paths]).numpy()
+    executed = masks[choice]
+    summary = {
+        "accuracy": float(correct.mean()),
+        "loss": float(loss.mean()),
+        "layers_mean": float(executed.sum(axis=1).mean()),
+        "compute_fraction": float(compute.mean()),
+        "unique_paths": int(np.unique(choice).size),
+        "layer_rate": [round(float(r), 4) for r in executed.mean(axis=0)],
+    }
+    samples = {
+        "actions": actions[choice],
+        "layers_executed": executed.sum(axis=1),
+        "executed": executed,
+        "label": split.targets.numpy(),
+        "correct": correct,
+        "loss": loss.astype(np.float32),
+        "compute_fraction": compute.astype(np.float32),
+    }
+    return Evaluation(summary, samples)
+
+
+def subsample(split: Split, rows: int, seed: int) -> Split:
+    """At most ``rows`` rows of ``split``, chosen with a seeded generator (path selection is P passes)."""
+    if len(split) <= rows:
+        return split
+    keep = torch.randperm(len(split), generator=torch.Generator().manual_seed(seed))[:rows]
+    return Split(split.inputs[keep], split.targets[keep])
+
+
+def gap_closed(greedy: float, static: float, oracle: float, samples: int) -> float | None:
+    """(greedy - static) / (oracle - static); None where the headroom is under two samples."""
+    return None if oracle - static < 2 / samples else (greedy - static) / (oracle - static)
 
 
 def evaluate(
@@ -130,11 +164,17 @@ def evaluate(
     seed: int = 0,
     first_decision: int = 0,
     selection: Split | None = None,
+    selection_rows: int = 5000,
 ) -> dict[str, Evaluation]:
-    """Greedy, full depth, random matched and static matched, on the test split.
+    """The greedy policy against full depth and four references at its compute, on the test split.
+
+    random_matched  random skipping whose expected compute equals the policy's
+    static_matched  the best fixed path costing no more, chosen on ``selection``
+    cascade_matched a cheap path, then full depth for the least confident (rule set on ``selection``)
+    oracle_matched  each test sample its own path (reads the labels: a ceiling, see path_scores.py)
 
     first_decision: the curriculum's; the greedy policy makes only the decisions it was trained on.
-    selection: where static_matched's path is chosen (default: the training split).
+    selection: the rows the policy trained on (default: the training split), at most ``selection_rows``.
     """
     stack = model.stack
     tokens = sequence_length(model, task.test)
@@ -149,9 +189,42 @@ def evaluate(
         torch.manual_seed(seed)
         results["random_matched"] = run_policy(model, task, task.test, Routing("random", p=p), batch_size)
     results["random_matched"].summary["p"] = p
-    path = best_fixed_path(model, task, task.train if selection is None else selection, budget, batch_size)
-    results["static_matched"] = run_path(model, task, task.test, path, batch_size)
-    results["static_matched"].summary["path"] = list(path)
+
+    paths, searched = candidate_paths(stack.num_layers, stack.config.max_jump, seed=seed)
+    chosen_on = subsample(task.train if selection is None else selection, selection_rows, seed)
+    picked = score_paths(model, task, chosen_on, paths, searched, batch_size)
+    test = score_paths(model, task, task.test, paths, searched, batch_size)
+    static = paths[static_path(picked, budget)]
+    results["static_matched"] = run_path(model, task, task.test, static, batch_size)
+    results["static_matched"].summary["path"] = list(static)
+
+    cheap, threshold = cascade_rule(picked, budget)
+    correct, loss, compute = apply_cascade(test, cheap, threshold)
+    full = len(paths) - 1
+    choice = np.where(test.confidence[cheap] < threshold, full, cheap)
+    cascade = from_assignment(task.test, paths, choice, correct, loss, compute, stack)
+    cascade.summary.update(path=list(paths[cheap]), threshold=threshold, escalated=float((choice == full).mean()))
+    results["cascade_matched"] = cascade
+
+    choice = oracle_assignment(test, budget)
+    columns = np.arange(len(task.test))
+    oracle = from_assignment(
+        task.test,
+        paths,
+        choice,
+        test.correct[choice, columns],
+        test.loss[choice, columns],
+        test.cost[choice],
+        stack,
+    )
+    oracle.summary["searched"] = searched
+    results["oracle_matched"] = oracle
+    results["greedy"].summary["gap_closed"] = gap_closed(
+        results["greedy"].summary["accuracy"],
+        results["static_matched"].summary["accuracy"],
+        oracle.summary["accuracy"],
+        len(task.test),
+    )
     return results
 
 

@@ -76,7 +76,7 @@ class Schedule:
     def first_decision(self, policy_updates: int) -> int:
         """The first layer whose decision the policy makes; earlier decisions run the next layer."""
         steps = self.config.curriculum_steps
-        last_decision = self.num_layers - 2
+        last_decision = self.num_layers - 3  # the last one that can change the path (after L - 2: none)
         return 0 if steps == 0 else max(0, last_decision - policy_updates // steps)
 
     def supervised_routing(self, policy_updates: int) -> Routing:

@@ -2,8 +2,10 @@
 
 For each layer i, only the rows (samples) whose current position is i are gathered with
 ``index_select``, run through the layer and written back with ``index_copy``: a skipped layer
-costs nothing for that sample. After layer i (i < L - 1) each of those samples takes a jump
-action a in {0..max_jump} and moves to layer min(i + 1 + a, L - 1).
+costs nothing for that sample. After layer i < L - 2 each of those samples takes a jump action
+a in {0..min(max_jump, L - 2 - i)} and moves to layer i + 1 + a: longer jumps would all land on
+the last layer, so they are one choice, not several. After layer L - 2 there is nothing to
+decide: the last layer runs.
 
     work_mem <- g * work_mem + (1 - g) * mean_t(x),   g = sigmoid(linear(mean_t(x)))
     x        <- x + w_s * x0 + (1 - w_s) * work_mem   if the jump skips s > 0 layers, if jump_mix
@@ -170,17 +172,22 @@ class JumpStack(nn.Module):
             routing = dataclasses.replace(routing, actions=a.to(self.work_memory.device))
         return routing
 
+    def distinct_actions(self, layer: int) -> int:
+        """How many actions after ``layer`` land on different layers (jumps past the end all land on the last)."""
+        return min(self.config.max_jump, self.num_layers - 2 - layer) + 1
+
     def _decide(self, routing: Routing, layer: int, pooled: torch.Tensor | None, rows, input_logits):
         """Actions (N,) for the rows at ``layer``, and their log-probs and entropies (or None).
 
         pooled (N, D) is the rows' mean hidden state, read detached by a state policy.
         """
         n, device = rows.numel(), rows.device
+        choices = self.distinct_actions(layer)
         if routing.mode == "full" or layer < routing.first_decision:
             return torch.zeros(n, dtype=torch.long, device=device), None, None
         if routing.mode == "random":
             jump = torch.rand(n, device=device) < routing.p
-            return jump.long() * self.config.max_jump, None, None
+            return jump.long() * (choices - 1), None, None
         if routing.mode == "fixed":
             a = routing.actions
             chosen = a[layer].expand(n) if a.dim() == 1 else a[rows, layer]
@@ -189,6 +196,7 @@ class JumpStack(nn.Module):
             logits = input_logits.index_select(0, rows)
         else:
             logits = self.policy(pooled.detach(), layer)
+        logits = logits[:, :choices]  # longer jumps land on the last layer too: one choice, not several
         if routing.mode == "greedy":  # nothing to learn from: no distribution to build
             return logits.argmax(dim=-1), None, None
         dist = Categorical(logits=logits, validate_args=False)  # validation would cost host syncs
@@ -255,7 +263,9 @@ class JumpStack(nn.Module):
             hi = layer(gather(h), rows_mask)
             executed[:, i].index_fill_(0, rows, True)
 
-            if i < num_layers - 1:
+            if i == num_layers - 2:  # every action lands on the last layer: nothing to decide
+                position.index_fill_(0, rows, num_layers - 1)
+            elif i < num_layers - 2:
                 # (N, D): the state policy's input and the working memory's; unused otherwise
                 pooled = masked_mean(hi, rows_mask) if state_policy or jump_mix else None
                 a, logp, ent = self._decide(routing, i, pooled, rows, input_logits)

@@ -1,9 +1,11 @@
+import numpy as np
 import pytest
 import torch
 from conftest import tiny_stack
 
 from skipjump import JumpStack, Routing, enumerate_paths, path_to_actions
-from skipjump.evaluate import match_random_p, path_compute_fraction, random_compute_fraction
+from skipjump.evaluate import gap_closed, match_random_p, path_compute_fraction, random_compute_fraction
+from skipjump.path_scores import PathScores, apply_cascade, cascade_rule, oracle_assignment, static_path
 
 
 def make_stack() -> JumpStack:
@@ -34,3 +36,62 @@ def test_path_compute_fraction_matches_the_trace():
     for path in enumerate_paths(8, 3)[:5]:
         _, trace = stack(torch.randn(1, 3, 16), routing=Routing("fixed", actions=path_to_actions(path, 8, 3)))
         assert path_compute_fraction(stack, 3, path) == pytest.approx(float(trace.compute_fraction))
+
+
+def hand_built_scores() -> PathScores:
+    """3 paths costing 0.4 / 0.7 / 1.0 (the last is full depth) on 4 samples."""
+    correct = np.array(
+        [
+            [1, 0, 0, 0],  # cheap: only sample 0
+            [1, 1, 0, 1],  # middle: all but sample 2
+            [1, 1, 1, 0],  # full: all but sample 3
+        ],
+        dtype=bool,
+    )
+    confidence = np.array([[0.9, 0.2, 0.3, 0.8], [0.9, 0.9, 0.9, 0.9], [0.9, 0.9, 0.9, 0.9]])
+    return PathScores(
+        paths=[(0, 3), (0, 1, 3), (0, 1, 2, 3)],
+        cost=np.array([0.4, 0.7, 1.0]),
+        correct=correct,
+        loss=np.where(correct, 0.1, 2.0),
+        confidence=confidence,
+        searched="all 3 paths",
+    )
+
+
+@pytest.mark.parametrize(
+    ("budget", "right", "compute"),
+    [
+        (1.0, 4, None),  # enough for everyone's best: 0 cheap, 1 and 3 middle, 2 full
+        (0.625, 3, 0.55),  # 0 cheap, 1 and 3 middle, 2 cheap (wrong anyway): 3 right at (0.4 + 0.7 + 0.4 + 0.7) / 4
+        (0.4, 1, 0.4),  # only the cheap path is affordable
+    ],
+)
+def test_the_oracle_maximises_the_samples_right_within_the_budget(budget, right, compute):
+    scores = hand_built_scores()
+    choice = oracle_assignment(scores, budget)
+    assert scores.correct[choice, np.arange(4)].sum() == right
+    assert scores.cost[choice].mean() <= budget + 1e-9
+    if compute is not None:
+        assert scores.cost[choice].mean() == pytest.approx(compute)
+    if budget == 1.0:
+        assert choice.tolist()[:3] in ([0, 1, 2], [1, 1, 2], [2, 1, 2])  # sample 0 is right anywhere: ties by loss
+
+
+def test_static_path_and_the_cascade_on_a_hand_built_case():
+    scores = hand_built_scores()
+    assert static_path(scores, 0.7) == 1  # 3 right: the best path costing <= 0.7
+    assert static_path(scores, 0.5) == 0
+    # Budget 0.65: the cheap path for all (0.4) and full depth for a quarter (+0.25): escalate the least
+    # confident sample, 1 (0.2), which full depth gets right; the middle path is not cheaper than the budget.
+    cheap, threshold = cascade_rule(scores, 0.65)
+    assert cheap == 0 and 0.2 < threshold <= 0.3
+    correct, loss, compute = apply_cascade(scores, cheap, threshold)
+    assert correct.tolist() == [True, True, False, False]
+    assert compute.tolist() == pytest.approx([0.4, 1.4, 0.4, 0.4])
+
+
+def test_gap_closed_is_the_share_of_the_headroom_and_none_without_headroom():
+    assert gap_closed(0.95, 0.90, 1.00, 100) == pytest.approx(0.5)
+    assert gap_closed(0.88, 0.90, 1.00, 100) == pytest.approx(-0.2)
+    assert gap_closed(0.95, 0.90, 0.91, 100) is None  # one sample of headroom

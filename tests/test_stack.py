@@ -130,7 +130,7 @@ def test_policy_flops_count_toward_compute():
     stack.policy.net[2].bias.data = torch.tensor([100.0, 0.0, 0.0], dtype=torch.float64)  # never jump
     _, trace = stack(x, routing="greedy")
     assert trace.layers_executed.item() == 6
-    expected = 1 + 5 * stack.policy.flops(5) / stack.full_depth_flops(5)
+    expected = 1 + 4 * stack.policy.flops(5) / stack.full_depth_flops(5)  # decisions after layers 0-3, not 4
     assert trace.compute_fraction.item() == pytest.approx(expected)
 
 
@@ -140,8 +140,8 @@ def test_random_routing_extremes():
     _, trace = stack(x, routing=Routing("random", p=0.0))
     assert (trace.layers_executed == 6).all()
     _, trace = stack(x, routing=Routing("random", p=1.0))
-    decided = trace.actions[trace.actions >= 0]
-    assert (decided == stack.config.max_jump).all()  # p = 1: every decision takes the longest jump
+    assert trace.paths() == [(0, 3, 5)] * 16  # p = 1: every decision takes the longest distinct jump
+    assert trace.actions[0].tolist() == [2, -1, -1, 1, -1]
 
 
 @pytest.mark.parametrize("inputs", ["input", "state"])
@@ -235,9 +235,9 @@ def test_seed_compatible_skip_layer_keeps_logs_per_sample():
     assert out.shape == (3, 7, 32)
     assert len(model.logs["jumps"]) == 3
     assert model.policy.inputs == "input" and model.layers[0].attention is None
-    model.policy.net[2].bias.data = torch.tensor([-100.0, -100.0, 100.0])  # always jump 2 layers
+    model.policy.net[2].bias.data = torch.tensor([-100.0, 50.0, 100.0])  # always the longest jump
     model(torch.randn(3, 7, 32))
-    assert model.logs["jumps"] == [[3, 5]] * 3  # 0 -> 3 -> 5 (clamped from 6, still a jump over 4)
+    assert model.logs["jumps"] == [[3, 5]] * 3  # 0 -> 3 -> 5: jumps over 1, 2 and 4
 
 
 def test_seed_example_script_prints_both_shapes():
@@ -261,3 +261,27 @@ def test_a_jump_clamped_at_the_end_skips_nothing_and_mixes_nothing():
     torch.testing.assert_close(outputs[2], outputs[0])
     with pytest.raises(ValueError, match=r"long values in \[-1, 2\]"):
         stack(x, routing=Routing("fixed", actions=torch.tensor([0, 0, 0, -7, 0])))
+
+
+def test_actions_that_land_on_the_same_layer_are_one_choice():
+    # 8 layers, max_jump 3; policy probabilities [0.30, 0.233, 0.233, 0.233] after every layer.
+    stack = tiny_stack(num_layers=8, max_jump=3)
+    probs = torch.tensor([0.30, 0.7 / 3, 0.7 / 3, 0.7 / 3], dtype=torch.float64)
+    torch.nn.init.zeros_(stack.policy.net[2].weight)
+    stack.policy.net[2].bias.data = probs.log()
+    x = torch.randn(4000, 2, 16, dtype=torch.float64)
+    with torch.no_grad():
+        _, sampled = stack(x, routing=Routing("sample", first_decision=5))  # every sample reaches layer 5
+        _, greedy = stack(x, routing=Routing("greedy", first_decision=5))
+    # After layer 5 only "run layer 6" and "land on 7" differ: 0.30 against 0.70 / 3.
+    assert set(sampled.actions[:, 5].tolist()) == {0, 1}
+    skip_6 = float((~sampled.executed[:, 6]).float().mean())
+    assert skip_6 == pytest.approx(float(probs[1] / probs[:2].sum()), abs=0.03)  # 0.44, not 0.70
+    assert greedy.executed[:, 6].all()  # greedy agrees with the most likely landing
+    # After layer 6 every action lands on 7: no decision, no policy call, no log-prob.
+    assert (sampled.actions[:, 6] == -1).all()
+    expected = torch.where(sampled.actions[:, 5] == 0, probs[0], probs[1]) / probs[:2].sum()
+    torch.testing.assert_close(sampled.log_probs, expected.log())
+    calls = 1  # one decision (after layer 5) per sample, whatever it chose
+    compute = stack.compute_fraction(sampled.executed.double(), 2, calls * stack.policy.flops(2))
+    torch.testing.assert_close(sampled.compute_fraction, compute)

@@ -96,7 +96,7 @@ def test_curriculum_unlocks_decisions_from_the_last_layer_backwards():
     for updates in range(7):
         trainer.policy_updates = updates
         seen.append(trainer.first_decision())
-    assert seen == [2, 2, 1, 1, 0, 0, 0]
+    assert seen == [1, 1, 0, 0, 0, 0, 0]  # 4 layers: the decision after layer 2 changes nothing
 
 
 def run_train(tmp_path: Path, name: str, *overrides: str) -> Path:
@@ -114,18 +114,25 @@ def test_a_short_run_writes_every_file_with_histograms_in_the_events(tmp_path):
     assert [m["step"] for m in metrics if "train/loss" in m] == [10, 20, 30, 40]
     assert any("policy/reward" in m for m in metrics)
     summary = json.loads((run_dir / "summary.json").read_text())
-    for policy in ("greedy", "full", "random_matched", "static_matched"):
+    for policy in ("greedy", "full", "random_matched", "static_matched", "cascade_matched", "oracle_matched"):
         assert set(TASK_METRICS) <= set(summary[policy])
         trace = np.load(run_dir / "traces" / f"{policy}.npz")
         assert {"actions", "layers_executed", "label", "correct", "loss"} <= set(trace.files)
         assert trace["actions"].shape == (len(trace["label"]), 3)
     assert summary["full"]["compute_fraction"] == 1.0
+    budget = summary["greedy"]["compute_fraction"]
+    for reference in ("cascade_matched", "oracle_matched"):
+        assert summary[reference]["compute_fraction"] <= budget + 0.03  # the cascade's rule is set on training rows
+    if summary["static_matched"]["compute_fraction"] <= budget:  # the oracle could give everyone static's path
+        assert summary["oracle_matched"]["accuracy"] >= summary["static_matched"]["accuracy"]
+    assert "gap_closed" in summary["greedy"]
     assert torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["step"] == 40
 
     events = EventAccumulator(str(run_dir), size_guidance={"histograms": 0, "scalars": 0})
     events.Reload()
     histograms = set(events.Tags()["histograms"])
-    assert {"jumps/layer0", "jumps/layer1", "jumps/layer2", "jumps/depth", "jumps/layer_usage"} <= histograms
+    assert {"jumps/layer0", "jumps/layer1", "jumps/depth", "jumps/layer_usage"} <= histograms
+    assert "jumps/layer2" not in histograms  # 4 layers: after layer 2 every action lands on 3, no decision
     assert "eval_jumps/depth" in histograms
     depth = events.Histograms("jumps/depth")[-1].histogram_value
     assert depth.num == 5 * 4 * 16  # the window's 5 policy steps, 4 sampled paths (leave-one-out) of 16 inputs

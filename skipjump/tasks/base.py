@@ -59,3 +59,7 @@ class Task(ABC):
     def correct(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """(B,) bool."""
         return outputs.argmax(dim=-1) == targets
+
+    def confidence(self, outputs: torch.Tensor) -> torch.Tensor:
+        """(B,) how sure the model is of its answer: the top softmax probability."""
+        return torch.softmax(outputs, dim=-1).amax(dim=-1)

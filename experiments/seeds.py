@@ -1,0 +1,139 @@
+"""Run one config over several seeds and write the result file the README quotes.
+
+    python experiments/seeds.py --out results/demo_seeds.json [--config CONFIG] [--seeds 0 1 2]
+                                [--jobs 1] [key=value ...]
+
+Each seed is one ``experiments/train.py`` run in a subprocess, its run directory under
+``--runs`` (default runs/seeds). ``--jobs 2`` runs two at a time with OMP_NUM_THREADS=1 each
+(on 2 cores, two 2-thread runs side by side are far slower); ``--jobs 1`` keeps torch's default
+threads, as ``make demo`` does, so training times compare with it. Writes OUT (JSON: command,
+threads, torch version, date, each seed's summary and training time, mean and spread) and the
+same table as Markdown beside it (OUT with .md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+POLICIES = ("greedy", "full", "random_matched", "static_matched")
+
+
+def run_seed(config: str, seed: int, run_dir: Path, overrides: list[str], threads: int | None) -> subprocess.Popen:
+    env = dict(os.environ)
+    if threads is not None:
+        env["OMP_NUM_THREADS"] = str(threads)
+    command = [sys.executable, str(ROOT / "experiments/train.py"), "--config", config, "--run-dir", str(run_dir)]
+    return subprocess.Popen(
+        [*command, f"seed={seed}", *overrides], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
+
+
+def seed_row(run_dir: Path, stdout: str) -> dict:
+    summary = json.loads((run_dir / "summary.json").read_text())
+    timing = re.search(r"(\d+) steps in (\d+)s", stdout)
+    row = {f"{name}_accuracy": summary[name]["accuracy"] for name in POLICIES}
+    row["greedy_compute"] = summary["greedy"]["compute_fraction"]
+    row["greedy_paths"] = summary["greedy"]["unique_paths"]
+    row["static_path"] = summary["static_matched"]["path"]
+    row["train_seconds"] = int(timing.group(2)) if timing else None
+    row["run_dir"] = str(run_dir)
+    return row
+
+
+def spread(values: list[float]) -> dict[str, float]:
+    return {
+        "mean": statistics.fmean(values),
+        "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+        "min": min(values),
+        "max": max(values),
+    }
+
+
+def markdown(result: dict) -> str:
+    columns = [f"{name}_accuracy" for name in POLICIES] + ["greedy_compute", "greedy_paths", "train_seconds"]
+    header = ["seed", *(c.replace("_accuracy", "") for c in columns)]
+    lines = [
+        f"`{result['command']}`",
+        "",
+        f"torch {result['torch']}, {result['threads']}, {result['date']}",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
+
+    def cell(key: str, value) -> str:
+        if value is None:
+            return "-"
+        if key.endswith(("_accuracy", "_compute")):
+            return f"{100 * value:.2f}%"
+        return f"{value:.1f}" if isinstance(value, float) else f"{value}"
+
+    for seed, row in result["seeds"].items():
+        lines.append("| " + " | ".join([seed, *(cell(c, row[c]) for c in columns)]) + " |")
+    for stat in ("mean", "std"):
+        values = [cell(c, result["spread"][c][stat]) if c in result["spread"] else "" for c in columns]
+        lines.append("| " + " | ".join([f"**{stat}**", *values]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default="experiments/configs/digits.yaml")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--jobs", type=int, default=1, choices=(1, 2))
+    parser.add_argument("--runs", default="runs/seeds", help="parent folder of the runs' directories")
+    parser.add_argument("--out", required=True, help="result file (.json); a .md table is written beside it")
+    parser.add_argument("overrides", nargs="*")
+    args = parser.parse_args(argv)
+
+    stamp = int(time.time())
+    threads = 1 if args.jobs > 1 else None
+    rows, pending = {}, list(args.seeds)
+    running: list[tuple[int, Path, subprocess.Popen]] = []
+    while pending or running:
+        while pending and len(running) < args.jobs:
+            seed = pending.pop(0)
+            run_dir = Path(args.runs) / f"{Path(args.config).stem}__{seed}__{stamp}"
+            running.append((seed, run_dir, run_seed(args.config, seed, run_dir, args.overrides, threads)))
+            print(f"seed {seed}: {run_dir}", flush=True)
+        seed, run_dir, proc = running.pop(0)
+        stdout, stderr = proc.communicate()
+        if proc.returncode != 0:
+            print(f"error: seed {seed} failed (exit {proc.returncode}): {stderr.strip()[-300:]}", file=sys.stderr)
+            return 1
+        rows[str(seed)] = seed_row(run_dir, stdout)
+        print(f"seed {seed}: done in {rows[str(seed)]['train_seconds']}s of training", flush=True)
+
+    numeric = [k for k, v in next(iter(rows.values())).items() if isinstance(v, int | float)]
+    result = {
+        "command": " ".join(["python", "experiments/seeds.py", *(argv if argv is not None else sys.argv[1:])]),
+        "torch": torch.__version__,
+        "threads": "OMP_NUM_THREADS=1 per run, 2 runs side by side"
+        if threads
+        else f"{torch.get_num_threads()} threads",
+        "date": datetime.date.today().isoformat(),
+        "seeds": dict(sorted(rows.items())),
+        "spread": {key: spread([row[key] for row in rows.values()]) for key in numeric},
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    out.with_suffix(".md").write_text(markdown(result))
+    print(markdown(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

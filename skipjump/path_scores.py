@@ -1,0 +1,137 @@
+"""Every fixed path on every sample, and the references read off that table.
+
+    static     the most accurate single path (ties: lower loss) costing <= budget
+    oracle     each sample its own path, mean compute <= budget: maximise the number right (ties:
+               lower loss) by a Lagrangian, score_np - mu * cost_p per sample, with bisection on mu.
+               It reads the labels and, over dozens of paths, some are right by luck: a ceiling,
+               never something a policy could reach.
+    cascade    the early-exit systems' baseline (CALM, DeeBERT): a cheap path for everyone, then
+               full depth for the least confident samples (top softmax probability under a
+               threshold), paying for both; it needs no policy.
+
+All of them take a :class:`PathScores` of (paths x samples) results, so each path runs once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from skipjump.paths import enumerate_paths, path_to_actions
+from skipjump.stack import Routing
+from skipjump.tasks.base import JumpModel, Split, Task
+
+MAX_PATHS = 256  # beyond this many distinct paths, a seeded random subset (plus the full path) is scored
+
+
+@dataclass
+class PathScores:
+    paths: list[tuple[int, ...]]  # P paths; the last is full depth
+    cost: np.ndarray  # (P,) compute fraction of each path, final MLP included
+    correct: np.ndarray  # (P, N) bool
+    loss: np.ndarray  # (P, N)
+    confidence: np.ndarray  # (P, N) the task's confidence in its answer (top softmax probability)
+    searched: str  # "all 56 paths", or which subset
+
+    def score(self) -> np.ndarray:
+        """(P, N) correct, with a tie-break by lower loss that never outweighs one more sample right."""
+        spread = float(self.loss.max() - self.loss.min()) or 1.0
+        return self.correct.astype(np.float64) - 1e-3 * (self.loss - self.loss.min()) / spread
+
+
+def candidate_paths(num_layers: int, max_jump: int, limit: int = MAX_PATHS, seed: int = 0) -> tuple[list, str]:
+    """Every path when there are at most ``limit``; else a seeded random ``limit`` of them, full depth included."""
+    paths = enumerate_paths(num_layers, max_jump)
+    if len(paths) <= limit:
+        return paths, f"all {len(paths)} paths"
+    chosen = np.random.default_rng(seed).choice(len(paths) - 1, size=limit - 1, replace=False)
+    return [paths[i] for i in sorted(chosen)] + [paths[-1]], f"a random {limit} of {len(paths)} paths"
+
+
+@torch.no_grad()
+def score_paths(
+    model: JumpModel, task: Task, split: Split, paths: list[tuple[int, ...]], searched: str, batch_size: int = 512
+) -> PathScores:
+    """Run each path over the whole split (eval mode) and keep the per-sample results."""
+    stack = model.stack
+    was_training = model.training
+    model.eval()
+    rows = {"correct": [], "loss": [], "confidence": [], "cost": []}
+    for path in paths:
+        routing = Routing("fixed", actions=path_to_actions(path, stack.num_layers, stack.config.max_jump))
+        parts = {"correct": [], "loss": [], "confidence": []}
+        for start in range(0, len(split), batch_size):
+            outputs, trace = model(split.inputs[start : start + batch_size], routing)
+            targets = split.targets[start : start + batch_size]
+            parts["correct"].append(task.correct(outputs, targets))
+            parts["loss"].append(task.per_sample_loss(outputs, targets))
+            parts["confidence"].append(task.confidence(outputs))
+        for key, values in parts.items():
+            rows[key].append(torch.cat(values).numpy())
+        rows["cost"].append(float(trace.compute_fraction[0]))
+    model.train(was_training)
+    return PathScores(
+        paths=list(paths),
+        cost=np.array(rows["cost"]),
+        correct=np.stack(rows["correct"]),
+        loss=np.stack(rows["loss"]),
+        confidence=np.stack(rows["confidence"]),
+        searched=searched,
+    )
+
+
+def static_path(scores: PathScores, budget: float) -> int:
+    """Index of the most accurate path (ties: lower mean loss) costing <= budget (else the cheapest)."""
+    affordable = np.flatnonzero(scores.cost <= budget + 1e-9)
+    if affordable.size == 0:
+        return int(np.argmin(scores.cost))
+    accuracy, loss = scores.correct[affordable].mean(axis=1), scores.loss[affordable].mean(axis=1)
+    best = max(range(affordable.size), key=lambda i: (accuracy[i], -loss[i]))
+    return int(affordable[best])
+
+
+def oracle_assignment(scores: PathScores, budget: float, iterations: int = 60) -> np.ndarray:
+    """(N,) path index per sample, mean cost <= budget, maximising the number right (ties: lower loss)."""
+    score = scores.score()
+
+    def assign(mu: float) -> np.ndarray:
+        return np.argmax(score - mu * scores.cost[:, None], axis=0)
+
+    free = assign(0.0)
+    if scores.cost[free].mean() <= budget + 1e-9:
+        return free
+    low, high = 0.0, 1.0
+    while scores.cost[assign(high)].mean() > budget + 1e-9 and high < 1e6:
+        high *= 2
+    for _ in range(iterations):  # the smallest mu whose assignment fits the budget
+        mid = (low + high) / 2
+        low, high = (mid, high) if scores.cost[assign(mid)].mean() > budget + 1e-9 else (low, mid)
+    return assign(high)
+
+
+def cascade_rule(scores: PathScores, budget: float) -> tuple[int, float]:
+    """(cheap path index, confidence threshold) with the most samples right on ``scores``' split, the
+    cheap path for all and full depth too below the threshold, at mean compute <= budget."""
+    full = len(scores.paths) - 1
+    best, best_key = (int(np.argmin(scores.cost)), -np.inf), -1.0  # nothing affordable: no escalation
+    for p in np.flatnonzero(scores.cost < budget):
+        share = min(1.0, (budget - scores.cost[p]) / scores.cost[full])  # of samples that can also run full
+        escalate = int(np.floor(share * scores.correct.shape[1]))
+        ranked = np.sort(scores.confidence[p])
+        threshold = -np.inf if escalate == 0 else (ranked[escalate] if escalate < ranked.size else np.inf)
+        answer = np.where(scores.confidence[p] < threshold, scores.correct[full], scores.correct[p])
+        if answer.mean() > best_key:
+            best, best_key = (int(p), float(threshold)), answer.mean()
+    return best
+
+
+def apply_cascade(scores: PathScores, cheap: int, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per sample on ``scores``' split: (correct, loss, compute fraction) of the cascade."""
+    full = len(scores.paths) - 1
+    escalated = scores.confidence[cheap] < threshold
+    correct = np.where(escalated, scores.correct[full], scores.correct[cheap])
+    loss = np.where(escalated, scores.loss[full], scores.loss[cheap])
+    compute = scores.cost[cheap] + escalated * scores.cost[full]
+    return correct, loss, compute
