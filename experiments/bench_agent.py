@@ -15,6 +15,7 @@ import statistics
 import time
 
 from skipjump.config import load
+from skipjump.provenance import header
 from skipjump.trainer import build
 
 BASELINES = ("moving_average", "self_critical", "leave_one_out", "value")
@@ -57,6 +58,7 @@ def main() -> None:
     if args.json:
         print(json.dumps(results))
         return
+    print(header())
     print(f"batch {config.trainer.batch_size}, median of {args.repeats}; target: ratio per path <= 1.5")
     print(f"{'baseline':<16}{'supervised ms':>14}{'policy ms':>11}{'paths':>7}{'ratio/path':>12}")
     for name, r in results.items():

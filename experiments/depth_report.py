@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from skipjump.provenance import header
 from skipjump.runs import LOAD_ERRORS, read_trace
 
 
@@ -32,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     layers, labels, correct = trace["layers_executed"], trace["label"], trace["correct"]
 
+    print(header())
     print(f"{Path(args.run_dir) / 'traces' / f'{args.policy}.npz'}: {len(labels)} samples")
     print("label  samples  mean layers")
     for label in np.unique(labels):

@@ -18,6 +18,7 @@ import numpy as np
 
 from skipjump import enumerate_paths
 from skipjump.evaluate import path_compute_fraction, run_path, sequence_length
+from skipjump.provenance import header
 from skipjump.runs import LOAD_ERRORS, load_run
 
 
@@ -38,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         correct = run_path(model, task, task.test, path).samples["correct"]
         by_length.setdefault(len(path), []).append((path, path_compute_fraction(model.stack, tokens, path), correct))
 
+    print(header())
     print(f"{args.run_dir}: {len(task.test)} test samples")
     print(f"{'layers':>6}{'paths':>7}{'compute':>9}{'best fixed':>12}{'mean fixed':>12}{'oracle':>8}  best path")
     for length, items in sorted(by_length.items()):

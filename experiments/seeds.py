@@ -14,7 +14,6 @@ same table as Markdown beside it (OUT with .md).
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import re
@@ -26,8 +25,11 @@ from pathlib import Path
 
 import torch
 
+from skipjump.config import load
+from skipjump.provenance import provenance
+
 ROOT = Path(__file__).resolve().parents[1]
-POLICIES = ("greedy", "full", "random_matched", "static_matched")
+POLICIES = ("greedy", "full", "random_matched", "static_matched", "cascade_matched", "oracle_matched")
 
 
 def run_seed(config: str, seed: int, run_dir: Path, overrides: list[str], threads: int | None) -> subprocess.Popen:
@@ -40,16 +42,26 @@ def run_seed(config: str, seed: int, run_dir: Path, overrides: list[str], thread
     )
 
 
-def seed_row(run_dir: Path, stdout: str) -> dict:
+def seed_row(run_dir: Path, stdout: str = "") -> dict:
     summary = json.loads((run_dir / "summary.json").read_text())
     timing = re.search(r"(\d+) steps in (\d+)s", stdout)
-    row = {f"{name}_accuracy": summary[name]["accuracy"] for name in POLICIES}
+    row = {f"{name}_accuracy": summary[name]["accuracy"] for name in POLICIES if name in summary}
     row["greedy_compute"] = summary["greedy"]["compute_fraction"]
     row["greedy_paths"] = summary["greedy"]["unique_paths"]
+    row["gap_closed"] = summary["greedy"].get("gap_closed")
     row["static_path"] = summary["static_matched"]["path"]
-    row["train_seconds"] = int(timing.group(2)) if timing else None
+    row["train_seconds"] = int(timing.group(2)) if timing else training_seconds(run_dir)
     row["run_dir"] = str(run_dir)
     return row
+
+
+def training_seconds(run_dir: Path) -> int | None:
+    """steps / the mean rate the run logged last (charts/steps_per_second counts from the run's start)."""
+    for line in reversed((run_dir / "metrics.jsonl").read_text().splitlines()):
+        logged = json.loads(line)
+        if "charts/steps_per_second" in logged:
+            return round(logged["step"] / logged["charts/steps_per_second"])
+    return None
 
 
 def spread(values: list[float]) -> dict[str, float]:
@@ -62,12 +74,13 @@ def spread(values: list[float]) -> dict[str, float]:
 
 
 def markdown(result: dict) -> str:
-    columns = [f"{name}_accuracy" for name in POLICIES] + ["greedy_compute", "greedy_paths", "train_seconds"]
+    columns = [f"{name}_accuracy" for name in POLICIES]
+    columns += ["greedy_compute", "greedy_paths", "gap_closed", "train_seconds"]
     header = ["seed", *(c.replace("_accuracy", "") for c in columns)]
     lines = [
         f"`{result['command']}`",
         "",
-        f"torch {result['torch']}, {result['threads']}, {result['date']}",
+        f"torch {result['torch']}, threads: {result['threads']}, {result['date']}",
         "",
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
@@ -78,7 +91,7 @@ def markdown(result: dict) -> str:
             return "-"
         if key.endswith(("_accuracy", "_compute")):
             return f"{100 * value:.2f}%"
-        return f"{value:.1f}" if isinstance(value, float) else f"{value}"
+        return f"{value:.2f}" if isinstance(value, float) else f"{value}"
 
     for seed, row in result["seeds"].items():
         lines.append("| " + " | ".join([seed, *(cell(c, row[c]) for c in columns)]) + " |")
@@ -95,12 +108,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=1, choices=(1, 2))
     parser.add_argument("--runs", default="runs/seeds", help="parent folder of the runs' directories")
     parser.add_argument("--out", required=True, help="result file (.json); a .md table is written beside it")
+    parser.add_argument("--collect", nargs="+", metavar="RUN_DIR", help="summarise finished runs, train nothing")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args(argv)
 
     stamp = int(time.time())
     threads = 1 if args.jobs > 1 else None
-    rows, pending = {}, list(args.seeds)
+    rows, pending = {}, [] if args.collect else list(args.seeds)
+    for run_dir in args.collect or []:
+        rows[str(load(Path(run_dir) / "config.yaml").seed)] = seed_row(Path(run_dir))
     running: list[tuple[int, Path, subprocess.Popen]] = []
     while pending or running:
         while pending and len(running) < args.jobs:
@@ -117,13 +133,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"seed {seed}: done in {rows[str(seed)]['train_seconds']}s of training", flush=True)
 
     numeric = [k for k, v in next(iter(rows.values())).items() if isinstance(v, int | float)]
+    numeric = [k for k in numeric if all(row[k] is not None for row in rows.values())]
     result = {
-        "command": " ".join(["python", "experiments/seeds.py", *(argv if argv is not None else sys.argv[1:])]),
-        "torch": torch.__version__,
+        **provenance(),
         "threads": "OMP_NUM_THREADS=1 per run, 2 runs side by side"
         if threads
         else f"{torch.get_num_threads()} threads",
-        "date": datetime.date.today().isoformat(),
         "seeds": dict(sorted(rows.items())),
         "spread": {key: spread([row[key] for row in rows.values()]) for key in numeric},
     }

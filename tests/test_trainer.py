@@ -159,10 +159,10 @@ def test_path_study_and_depth_report_read_a_run_directory(tmp_path):
         [sys.executable, str(ROOT / "experiments/path_study.py"), str(run_dir)], capture_output=True, text=True
     )
     assert result.returncode == 0, result.stderr
-    rows = [line.split() for line in result.stdout.splitlines()[2:]]
+    rows = [line.split() for line in result.stdout.splitlines()[4:]]
     assert [int(r[0]) for r in rows] == [2, 3, 4]  # 4 layers, max jump 2: 2 to 4 layers run
     _, task, model = load_run(run_dir)
-    for line, row in zip(result.stdout.splitlines()[2:], rows):
+    for line, row in zip(result.stdout.splitlines()[4:], rows):
         best, mean, oracle = float(row[3]), float(row[4]), float(row[5])
         assert mean <= best <= oracle <= 1.0
         path = tuple(int(layer) for layer in re.findall(r"\d+", line.split("(", 1)[1]))
@@ -175,7 +175,7 @@ def test_path_study_and_depth_report_read_a_run_directory(tmp_path):
     assert report.returncode == 0, report.stderr
     lines = report.stdout.splitlines()
     split = lines.index("layers  samples  accuracy")
-    by_label = np.array([line.split() for line in lines[2:split]], dtype=float)
+    by_label = np.array([line.split() for line in lines[4:split]], dtype=float)  # after the header and titles
     by_depth = np.array([line.split() for line in lines[split + 1 :]], dtype=float)
     trace = np.load(run_dir / "traces" / "greedy.npz")
     assert by_label[:, 1].sum() == by_depth[:, 1].sum() == len(trace["label"])
