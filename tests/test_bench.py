@@ -1,22 +1,111 @@
 import json
 import subprocess
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+import bench_run
+import bench_speed
+import pytest
+import torch
+import train
+from conftest import CONFIG, ROOT, TINY
+
+from skipjump import Routing, StackConfig, enumerate_paths
+from skipjump.runs import load_run
 
 
-def test_bench_speed_prints_its_ratios_as_json():
-    args = ["--batch", "8", "--seq", "8", "--dims", "32", "--repeats", "2", "--json"]
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "experiments" / "bench_speed.py"), *args],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+@pytest.mark.parametrize("layers", [6, 12])
+def test_skip_pattern_runs_half_of_the_layer_executions_at_any_depth(layers):
+    case = bench_speed.make_case(layers, batch=6, seq=4, dims=16)
+    assert case.execution_fraction == 0.5
+    _, trace = case.stack(case.x, routing=Routing("fixed", actions=case.actions))
+    paths = trace.paths()
+    assert paths[0::2] == [paths[0]] * 3 and paths[1::2] == [paths[1]] * 3  # two patterns, alternating
+    assert len(paths[0]) + len(paths[1]) == layers
+    assert not set(paths[0][1:-1]) & set(paths[1][1:-1])  # complementary inside
+    valid = set(enumerate_paths(layers, 2))  # reachable even with max_jump 2
+    assert paths[0] in valid and paths[1] in valid
+    narrow = StackConfig(dims=16, heads=2, num_layers=layers, max_jump=2)
+    assert bench_speed.skip_actions(narrow, 4).shape == (4, layers - 1)  # path_to_actions raises if unreachable
+
+
+@pytest.mark.parametrize("layers", [6, 12])
+def test_variants_compute_the_same_outputs(layers):
+    case = bench_speed.make_case(layers, batch=6, seq=4, dims=16)
+    with torch.no_grad():
+        out = {name: fn() for name, fn in case.variants().items()}
+    torch.testing.assert_close(out["full"], out["plain"])
+    torch.testing.assert_close(out["skip"], out["masked"])  # the same paths, jump mix included
+    assert not torch.allclose(out["skip"], out["full"])  # the pattern really skips
+
+
+def run_script(name, *args):
+    return subprocess.run([sys.executable, str(ROOT / "experiments" / name), *args], capture_output=True, text=True)
+
+
+def test_bench_speed_at_depth_12_prints_its_ratios_and_writes_them_with_how_they_were_made(tmp_path):
+    out = tmp_path / "results" / "speed.json"
+    args = ["--layers", "12", "--batch", "8", "--seq", "8", "--dims", "32", "--repeats", "2", "--json"]
+    result = run_script("bench_speed.py", *args, "--out", str(out))
+    assert result.returncode == 0, result.stderr
     ratios = json.loads(result.stdout)
-    assert ratios["layer_execution_fraction"] == 0.5
+    assert ratios == json.loads(out.read_text())
+    assert ratios["layers"] == 12 and ratios["layer_execution_fraction"] == 0.5
     assert 0.5 < ratios["compute_fraction"] < 1.0
-    for key in ("routing_overhead", "skip_speedup", "skip_efficiency", "masked_speedup"):
-        assert isinstance(ratios[key], float)
-    assert set(ratios["seconds"]) == {"plain", "full", "skip", "masked"}
+    assert ratios["ideal_speedup"] == pytest.approx(1 / ratios["compute_fraction"])
+    s = ratios["seconds"]
+    assert set(s) == {"plain", "full", "skip", "masked"} and all(t > 0 for t in s.values())
+    assert ratios["routing_overhead"] == pytest.approx(s["full"] / s["plain"] - 1)
+    assert ratios["skip_efficiency"] == pytest.approx(s["full"] / s["skip"] / ratios["ideal_speedup"])
+    assert "bench_speed.py --layers 12" in ratios["command"] and ratios["threads"] == torch.get_num_threads()
+    assert ratios["torch"] == torch.__version__ and ratios["date"][:2] == "20"
+
+
+def test_bench_speed_sweep_covers_every_depth_and_batch(capsys):
+    assert bench_speed.main(["--sweep", "--seq", "2", "--dims", "8", "--repeats", "1", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    cells = result["cells"]
+    assert [(c["layers"], c["batch"]) for c in cells] == [(d, b) for d in (6, 12, 24) for b in (8, 64, 256)]
+    for c in cells:
+        assert c["layer_execution_fraction"] == 0.5 and c["repeats"] == 1
+        s = c["seconds"]
+        assert c["skip_efficiency"] == pytest.approx(s["full"] / s["skip"] * c["compute_fraction"])
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("bench") / "run"
+    short = ["trainer.steps=12", "trainer.warmup_steps=6", "trainer.log_every=6", "trainer.eval_every=12"]
+    assert train.main(["--config", CONFIG, "--run-dir", str(run_dir), *TINY, *short]) == 0
+    return run_dir
+
+
+def test_bench_run_times_greedy_against_full_depth_at_three_batch_sizes(tiny_run, tmp_path, capsys):
+    out = tmp_path / "results" / "run.json"
+    assert bench_run.main([str(tiny_run), "--repeats", "1", "--json", "--out", str(out)]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result == json.loads(out.read_text())
+    _, task, model = load_run(tiny_run)
+    n = len(task.test)
+    assert result["test_inputs"] == n and result["threads"] == torch.get_num_threads()
+    assert [(r["batch"], r["batch_size"]) for r in result["batches"]] == [("1", 1), ("64", 64), ("all", n)]
+    with torch.no_grad():
+        compute = model(task.test.inputs, "greedy")[1].compute_fraction
+    for r, inputs in zip(result["batches"], [64, 64, n]):  # batch 1 runs the first 64 inputs one by one
+        assert r["inputs"] == inputs and 0 < r["compute_fraction"] <= 1
+        assert r["compute_fraction"] == pytest.approx(float(compute[:inputs].mean()), rel=1e-4)
+        assert r["ideal"] == pytest.approx(1 / r["compute_fraction"])
+        assert r["speedup"] == pytest.approx(r["full_ms"] / r["greedy_ms"])
+        assert r["efficiency"] == pytest.approx(r["speedup"] / r["ideal"])
+
+
+def test_bench_run_on_a_bad_run_dir_exits_2_with_one_line(tmp_path, capsys):
+    result = run_script("bench_run.py", str(tmp_path / "missing"))  # the real exit status, in a subprocess
+    assert result.returncode == 2
+    assert result.stdout == "" and len(result.stderr.splitlines()) == 1
+    assert result.stderr.startswith(f"bench_run.py: {tmp_path / 'missing'}")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.yaml").write_text("model: {dims: -1}\n")
+    assert bench_run.main([str(run_dir)]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and len(err.splitlines()) == 1 and err.startswith("bench_run.py: ")
