@@ -87,10 +87,6 @@ class Schedule:
             return Routing("random", p=t.random_p)
         return Routing("sample", first_decision=self.first_decision(policy_updates))
 
-    def policy_chooses(self, step: int, policy_updates: int) -> bool:
-        """Whether step ``step`` runs paths the policy picked (the ones the jump histograms show)."""
-        return self.phase(step) != "supervised" or self.supervised_routing(policy_updates).uses_policy
-
     def state_dict(self) -> dict:
         return {"network": self.network_sampler.state_dict(), "policy": self.policy_sampler.state_dict()}
 
