@@ -13,8 +13,21 @@ from skipjump import Routing, StackConfig, enumerate_paths
 from skipjump.runs import load_run
 
 
+@pytest.fixture
+def one_thread():
+    """These tests run on one thread (a busy machine cannot stall it); the session's setting comes back after."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def run_script(name, *args):
+    return subprocess.run([sys.executable, str(ROOT / "experiments" / name), *args], capture_output=True, text=True)
+
+
 @pytest.mark.parametrize("layers", [6, 12])
-def test_skip_pattern_runs_half_of_the_layer_executions_at_any_depth(layers):
+def test_skip_pattern_runs_half_of_the_layer_executions_at_any_depth(layers, one_thread):
     case = bench_speed.make_case(layers, batch=6, seq=4, dims=16)
     assert case.execution_fraction == 0.5
     _, trace = case.stack(case.x, routing=Routing("fixed", actions=case.actions))
@@ -29,7 +42,7 @@ def test_skip_pattern_runs_half_of_the_layer_executions_at_any_depth(layers):
 
 
 @pytest.mark.parametrize("layers", [6, 12])
-def test_variants_compute_the_same_outputs(layers):
+def test_variants_compute_the_same_outputs(layers, one_thread):
     case = bench_speed.make_case(layers, batch=6, seq=4, dims=16)
     with torch.no_grad():
         out = {name: fn() for name, fn in case.variants().items()}
@@ -38,14 +51,10 @@ def test_variants_compute_the_same_outputs(layers):
     assert not torch.allclose(out["skip"], out["full"])  # the pattern really skips
 
 
-def run_script(name, *args):
-    return subprocess.run([sys.executable, str(ROOT / "experiments" / name), *args], capture_output=True, text=True)
-
-
 def test_bench_speed_at_depth_12_prints_its_ratios_and_writes_them_with_how_they_were_made(tmp_path):
     out = tmp_path / "results" / "speed.json"
-    args = ["--layers", "12", "--batch", "8", "--seq", "8", "--dims", "32", "--repeats", "2", "--json"]
-    result = run_script("bench_speed.py", *args, "--out", str(out))
+    args = ["--layers", "12", "--batch", "8", "--seq", "8", "--dims", "32", "--repeats", "2", "--threads", "1"]
+    result = run_script("bench_speed.py", *args, "--json", "--out", str(out))
     assert result.returncode == 0, result.stderr
     ratios = json.loads(result.stdout)
     assert ratios == json.loads(out.read_text())
@@ -56,12 +65,12 @@ def test_bench_speed_at_depth_12_prints_its_ratios_and_writes_them_with_how_they
     assert set(s) == {"plain", "full", "skip", "masked"} and all(t > 0 for t in s.values())
     assert ratios["routing_overhead"] == pytest.approx(s["full"] / s["plain"] - 1)
     assert ratios["skip_efficiency"] == pytest.approx(s["full"] / s["skip"] / ratios["ideal_speedup"])
-    assert "bench_speed.py --layers 12" in ratios["command"] and ratios["threads"] == torch.get_num_threads()
+    assert "bench_speed.py --layers 12" in ratios["command"] and ratios["threads"] == 1
     assert ratios["torch"] == torch.__version__ and ratios["date"][:2] == "20"
 
 
-def test_bench_speed_sweep_covers_every_depth_and_batch(capsys):
-    assert bench_speed.main(["--sweep", "--seq", "2", "--dims", "8", "--repeats", "1", "--json"]) == 0
+def test_bench_speed_sweep_covers_every_depth_and_batch(capsys, one_thread):
+    assert bench_speed.main(["--sweep", "--seq", "2", "--dims", "8", "--repeats", "1", "--threads", "1", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     cells = result["cells"]
     assert [(c["layers"], c["batch"]) for c in cells] == [(d, b) for d in (6, 12, 24) for b in (8, 64, 256)]
@@ -75,18 +84,23 @@ def test_bench_speed_sweep_covers_every_depth_and_batch(capsys):
 def tiny_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("bench") / "run"
     short = ["trainer.steps=12", "trainer.warmup_steps=6", "trainer.log_every=6", "trainer.eval_every=12"]
-    assert train.main(["--config", CONFIG, "--run-dir", str(run_dir), *TINY, *short]) == 0
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the timing tests: a busy machine cannot stall it
+    try:
+        assert train.main(["--config", CONFIG, "--run-dir", str(run_dir), *TINY, *short]) == 0
+    finally:
+        torch.set_num_threads(threads)
     return run_dir
 
 
-def test_bench_run_times_greedy_against_full_depth_at_three_batch_sizes(tiny_run, tmp_path, capsys):
+def test_bench_run_times_greedy_against_full_depth_at_three_batch_sizes(tiny_run, tmp_path, capsys, one_thread):
     out = tmp_path / "results" / "run.json"
-    assert bench_run.main([str(tiny_run), "--repeats", "1", "--json", "--out", str(out)]) == 0
+    assert bench_run.main([str(tiny_run), "--repeats", "1", "--threads", "1", "--json", "--out", str(out)]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result == json.loads(out.read_text())
     _, task, model = load_run(tiny_run)
     n = len(task.test)
-    assert result["test_inputs"] == n and result["threads"] == torch.get_num_threads()
+    assert result["test_inputs"] == n and result["threads"] == 1
     assert [(r["batch"], r["batch_size"]) for r in result["batches"]] == [("1", 1), ("64", 64), ("all", n)]
     with torch.no_grad():
         compute = model(task.test.inputs, "greedy")[1].compute_fraction
