@@ -24,8 +24,9 @@ import time
 from typing import Any
 
 import torch
-from bench_speed import run_info, write_json
+from bench_speed import write_json
 
+from skipjump.provenance import provenance
 from skipjump.runs import LOAD_ERRORS, load_run
 from skipjump.stack import Routing
 from skipjump.tasks.base import JumpModel
@@ -96,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = bench_run(model, inputs, args.repeats)
     m = config.model
     result = {
-        **run_info(),
+        **provenance(),
         "run_dir": str(args.run_dir),
         "model": {"dims": m.dims, "num_layers": m.num_layers, "max_jump": m.max_jump, "policy": m.policy_inputs},
         "test_inputs": len(inputs),

@@ -35,26 +35,16 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from skipjump import JumpStack, Routing, StackConfig, path_to_actions
+from skipjump.provenance import provenance
 
 SWEEP_LAYERS = (6, 12, 24)
 SWEEP_BATCHES = (8, 64, 256)
-
-
-def run_info() -> dict[str, Any]:
-    """What a results file records about how it was made."""
-    return {
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "date": datetime.now().astimezone().isoformat(timespec="seconds"),
-    }
 
 
 def write_json(path: str | Path, result: dict[str, Any]) -> None:
@@ -289,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.layers < 4 and not args.sweep:
         parser.error(f"--layers must be at least 4 for the skip pattern, got {args.layers}")
 
-    result = {**run_info(), **(sweep(args) if args.sweep else single(args))}
+    result = {**provenance(), **(sweep(args) if args.sweep else single(args))}
     if args.json:
         print(json.dumps(result))
     if args.out:

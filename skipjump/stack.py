@@ -245,7 +245,7 @@ class JumpStack(nn.Module):
         h, work_mem = x, self.work_memory.expand(b, 1, -1)
         jump_mix = self.config.jump_mix and routing.mode != "full"
         state_policy = routing.uses_policy and self.policy.inputs == "state"
-        all_rows = torch.arange(b, device=device)
+        all_rows = torch.arange(b, device=device) if routing.mode == "full" else None
 
         for i, layer in enumerate(self.layers):
             if routing.mode == "full":  # every row runs every layer: no need to look
