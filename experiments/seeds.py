@@ -50,6 +50,8 @@ def seed_row(run_dir: Path, stdout: str = "") -> dict:
     row["greedy_paths"] = summary["greedy"]["unique_paths"]
     row["gap_closed"] = summary["greedy"].get("gap_closed")
     row["static_path"] = summary["static_matched"]["path"]
+    if "spearman_layers_difficulty" in summary["greedy"]:  # tasks with a known difficulty (k-hop)
+        row["spearman_k"] = summary["greedy"]["spearman_layers_difficulty"]
     row["train_seconds"] = int(timing.group(2)) if timing else training_seconds(run_dir)
     row["run_dir"] = str(run_dir)
     return row
@@ -76,6 +78,8 @@ def spread(values: list[float]) -> dict[str, float]:
 def markdown(result: dict) -> str:
     columns = [f"{name}_accuracy" for name in POLICIES]
     columns += ["greedy_compute", "greedy_paths", "gap_closed", "train_seconds"]
+    if any("spearman_k" in row for row in result["seeds"].values()):
+        columns.insert(-1, "spearman_k")
     header = ["seed", *(c.replace("_accuracy", "") for c in columns)]
     lines = [
         f"`{result['command']}`",

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from skipjump.checkpoint import remove_stale_temporaries
 from skipjump.config import ConfigError, load
-from skipjump.evaluate import evaluate, format_table
+from skipjump.evaluate import evaluate, format_difficulty, format_table
 from skipjump.monitor import Monitor
 from skipjump.runlog import RunLog
 from skipjump.runs import LOAD_ERRORS, read_run, restore
@@ -105,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
         f"oracle_matched (a ceiling: it reads the labels, {summaries['oracle_matched']['searched']}); gap closed "
         + ("n/a (headroom under two samples)" if gap is None else f"{gap:+.2f}")
     )
+    if "by_difficulty" in summaries["greedy"]:
+        print(format_difficulty(summaries))
     print(f"\nrun directory: {run_dir}\nTensorBoard:   tensorboard --logdir {run_dir.parent}")
     return 0
 

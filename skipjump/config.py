@@ -24,9 +24,9 @@ class ConfigError(ValueError):
     """A bad config value; the message is one line."""
 
 
-TaskName = Literal["digits"]
+TaskName = Literal["digits", "khop"]
 PolicyInputs = Literal["input", "state"]
-RewardKind = Literal["compute_minus_loss", "blockdrop"]
+RewardKind = Literal["compute_minus_loss", "compute_minus_error", "blockdrop"]
 Baseline = Literal["none", "moving_average", "self_critical", "leave_one_out", "value"]
 Schedule = Literal["alternate", "joint"]
 SupervisedPath = Literal["policy", "full", "random"]
@@ -38,6 +38,10 @@ class TaskConfig:
     patch: int = 2  # digits: side of the square patches that become tokens (1, 2, 4 or 8)
     test_fraction: float = 0.2
     data_file: str | None = None  # digits: an .npz with `images` (N, 8, 8) and `labels` (N,)
+    positions: int = 8  # khop: pointer positions P (the answer is one of P)
+    max_hops: int = 6  # khop: k is drawn per sample from 1..max_hops
+    train_rows: int = 4096  # khop: fixed rows never trained on (references are chosen on them)
+    test_rows: int = 2048  # khop: fixed test rows
 
 
 @dataclass
@@ -57,11 +61,15 @@ class StackConfig:
     jump_mix: bool = True  # after a jump, mix in the stack input and the working memory (the seed's)
     policy_inputs: PolicyInputs = "state"  # state: the pooled hidden state at each decision; input: the seed's
     policy_hidden: int = 128  # hidden units of the policy MLP
+    policy_confidence: bool = False  # state policy: also read the task head's confidence on the current state
 
 
 @dataclass
 class AgentConfig:
-    reward: RewardKind = "compute_minus_loss"  # blockdrop: 1 - compute^2 if right, else -gamma
+    # compute_minus_loss: lam * saved - loss; compute_minus_error: 0/1 error for the loss;
+    # blockdrop: 1 - compute^2 if right, else -gamma
+    reward: RewardKind = "compute_minus_loss"
+    loss_cap: float | None = None  # compute_minus_loss: the loss term clipped at this (a bounded penalty)
     lam: float = 0.1  # weight of compute saved in the reward (the starting value if target_compute is set)
     target_compute: float | None = 0.58  # set: lam adapts so the mean compute fraction approaches it
     lam_lr: float = 0.05  # target_compute: lam += lam_lr * (mean compute fraction - target) per policy step
@@ -89,6 +97,8 @@ class TrainerConfig:
     supervised_path: SupervisedPath = "full"  # the network keeps needing its depth; the policy learns where to skip
     random_p: float = 0.3  # supervised_path=random: jump probability per decision
     policy_holdout: float = 0.25  # fraction of the training split kept for policy steps (else every loss is ~0)
+    imitation_steps: int = 0  # > 0: the policy first imitates the oracle's paths on held-out rows (see trainer.py)
+    imitation_rows: int = 2048  # rows whose oracle paths are imitated (every path is scored on each)
     curriculum_steps: int = 0  # > 0: policy steps per decision unlocked, last layer first
     threshold_update: bool = False  # the seed's update_threshold after each supervised step
     threshold_lr: float = 0.01
@@ -109,11 +119,12 @@ class Config:
 
 POSITIVE = (
     "trainer.steps trainer.batch_size trainer.lr trainer.log_every trainer.eval_batch_size agent.lr "
-    "trainer.supervised_steps trainer.policy_steps trainer.checkpoint_every agent.samples"
+    "trainer.supervised_steps trainer.policy_steps trainer.checkpoint_every agent.samples "
+    "task.max_hops task.train_rows task.test_rows agent.loss_cap trainer.imitation_rows"
 ).split()
 NON_NEGATIVE = (
     "agent.lam agent.lam_lr agent.gamma agent.entropy_coef agent.grad_clip trainer.grad_clip trainer.weight_decay "
-    "trainer.warmup_steps trainer.curriculum_steps trainer.threshold_lr trainer.eval_every seed"
+    "trainer.warmup_steps trainer.imitation_steps trainer.curriculum_steps trainer.threshold_lr trainer.eval_every seed"
 ).split()
 UNIT_INTERVAL = ("agent.momentum", "trainer.random_p")
 
@@ -134,6 +145,8 @@ def check_stack(c: StackConfig, prefix: str = "") -> None:
     if not 0 <= c.gate_threshold <= 1:
         raise ConfigError(f"{prefix}gate_threshold: got {c.gate_threshold!r}, must be in [0, 1]")
     _check_choice(f"{prefix}policy_inputs", c.policy_inputs, PolicyInputs)
+    if c.policy_confidence and c.policy_inputs != "state":
+        raise ConfigError(f"{prefix}policy_confidence: needs {prefix}policy_inputs=state (one decision per layer)")
 
 
 def _check_choice(key: str, value: Any, literal: Any) -> Any:
@@ -220,7 +233,7 @@ def _get(config: Config, key: str) -> Any:
 def validate(config: Config) -> Config:
     """Range and choice checks that types alone cannot express."""
     for key in POSITIVE:
-        if not _get(config, key) > 0:
+        if _get(config, key) is not None and not _get(config, key) > 0:  # None: an optional value unset
             raise ConfigError(f"{key}: got {_get(config, key)!r}, must be > 0")
     for key in NON_NEGATIVE:
         if not _get(config, key) >= 0:
@@ -235,14 +248,18 @@ def validate(config: Config) -> Config:
         raise ConfigError(
             "trainer.policy_holdout: the joint schedule trains both on one batch; set trainer.policy_holdout=0"
         )
+    if config.task.positions < 2:
+        raise ConfigError(f"task.positions: got {config.task.positions}, must be >= 2")
     if not 0 < config.task.test_fraction < 1:
         raise ConfigError(f"task.test_fraction: got {config.task.test_fraction}, must be in (0, 1)")
     if config.agent.target_compute is not None and not 0 < config.agent.target_compute <= 1:
         raise ConfigError(f"agent.target_compute: got {config.agent.target_compute}, must be in (0, 1] or null")
-    if config.agent.target_compute is not None and config.agent.reward != "compute_minus_loss":
+    if config.agent.target_compute is not None and config.agent.reward == "blockdrop":
         raise ConfigError(
             f"agent.target_compute: the {config.agent.reward} reward has no lam to adapt; set agent.target_compute=null"
         )
+    if config.trainer.imitation_steps and config.agent.target_compute is None:
+        raise ConfigError("trainer.imitation_steps: the oracle it imitates needs a budget; set agent.target_compute")
     if config.agent.baseline == "leave_one_out" and config.agent.samples < 2:
         raise ConfigError(f"agent.samples: got {config.agent.samples}, leave_one_out needs >= 2")
     if config.task.data_file is not None and not Path(config.task.data_file).is_file():

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from skipjump.path_scores import (
+    PathScores,
     apply_cascade,
     candidate_paths,
     cascade_rule,
@@ -148,8 +149,55 @@ def subsample(split: Split, rows: int, seed: int) -> Split:
     """At most ``rows`` rows of ``split``, chosen with a seeded generator (path selection is P passes)."""
     if len(split) <= rows:
         return split
-    keep = torch.randperm(len(split), generator=torch.Generator().manual_seed(seed))[:rows]
-    return Split(split.inputs[keep], split.targets[keep])
+    return split.rows(torch.randperm(len(split), generator=torch.Generator().manual_seed(seed))[:rows])
+
+
+def fewest_layers(scores: PathScores) -> np.ndarray:
+    """(N,) per sample, the fewest layers of a fixed path that solves it (gives the right answer a
+    probability of at least 1/2, so a path right by a lucky argmax does not count); -1 where none does."""
+    layers = np.array([len(path) for path in scores.paths])[:, None]
+    solved = scores.loss <= np.log(2.0)
+    fewest = np.where(solved, layers, np.iinfo(np.int64).max).min(axis=0)
+    return np.where(solved.any(axis=0), fewest, -1)
+
+
+def needed_layers(scores: PathScores, difficulty: np.ndarray, share: float = 0.95) -> dict[str, int]:
+    """Per difficulty, the fewest layers of one fixed path that answers at least ``share`` of what
+    full depth answers right on those samples: read off many samples, so luck averages out."""
+    layers = np.array([len(path) for path in scores.paths])
+    needed = {}
+    for k in np.unique(difficulty):
+        accuracy = scores.correct[:, difficulty == k].mean(axis=1)
+        needed[str(int(k))] = int(layers[accuracy >= share * accuracy[-1]].min())  # the last path is full depth
+    return needed
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float | None:
+    """Spearman's rank correlation (ties get their average rank); None if either side is constant."""
+
+    def ranks(x: np.ndarray) -> np.ndarray:
+        _, inverse, counts = np.unique(x, return_inverse=True, return_counts=True)
+        ends = np.cumsum(counts)
+        return ((ends - counts + ends - 1) / 2)[inverse]
+
+    ra, rb = ranks(np.asarray(a)), ranks(np.asarray(b))
+    if len(ra) < 2 or ra.std() == 0 or rb.std() == 0:
+        return None
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def by_difficulty(samples: dict[str, np.ndarray], difficulty: np.ndarray) -> dict:
+    """Spearman(layers run, difficulty) and, per difficulty, the samples' accuracy and layers run."""
+    layers = samples["layers_executed"]
+    table = {
+        str(int(k)): {
+            "samples": int((difficulty == k).sum()),
+            "accuracy": float(samples["correct"][difficulty == k].mean()),
+            "layers_mean": float(layers[difficulty == k].mean()),
+        }
+        for k in np.unique(difficulty)
+    }
+    return {"spearman_layers_difficulty": spearman(layers, difficulty), "by_difficulty": table}
 
 
 def gap_closed(greedy: float, static: float, oracle: float, samples: int) -> float | None:
@@ -219,6 +267,19 @@ def evaluate(
     )
     oracle.summary["searched"] = searched
     results["oracle_matched"] = oracle
+    if task.test.difficulty is not None:
+        difficulty, fewest = task.test.difficulty.numpy(), fewest_layers(test)
+        solvable = fewest >= 0
+        for result in results.values():
+            result.samples.update(difficulty=difficulty, fewest_layers=fewest)
+            result.summary.update(by_difficulty(result.samples, difficulty))
+        needed = needed_layers(test, difficulty)
+        for k, row in results["greedy"].summary["by_difficulty"].items():
+            chosen = solvable & (difficulty == int(k))
+            row["fewest_layers_mean"] = float(fewest[chosen].mean()) if chosen.any() else None
+            row["solvable"] = float(chosen.sum() / max(1, row["samples"]))
+            row["needed_layers"] = needed[k]
+        results["greedy"].summary["spearman_fewest_difficulty"] = spearman(fewest[solvable], difficulty[solvable])
     results["greedy"].summary["gap_closed"] = gap_closed(
         results["greedy"].summary["accuracy"],
         results["static_matched"].summary["accuracy"],
@@ -236,4 +297,35 @@ def format_table(summaries: dict[str, dict]) -> str:
             f"{name:<16}{s['accuracy']:>10.4f}{s['loss']:>8.3f}{s['layers_mean']:>8.2f}"
             f"{s['compute_fraction']:>9.3f}{s['unique_paths']:>7d}"
         )
+    return "\n".join(lines)
+
+
+def format_difficulty(summaries: dict[str, dict]) -> str:
+    """Per difficulty: the fewest layers a fixed path needs, and accuracy / layers run of each policy."""
+    greedy = summaries["greedy"]
+    names = [
+        name for name in ("greedy", "full", "static_matched", "cascade_matched", "oracle_matched") if name in summaries
+    ]
+    header = f"{'k':>3}{'samples':>9}{'needed':>8}{'fewest':>8}"
+    lines = [header + "".join(f"{name[:14]:>16}" for name in names)]
+    for k, row in greedy["by_difficulty"].items():
+        fewest = row["fewest_layers_mean"]
+        cells = "".join(
+            f"{summaries[n]['by_difficulty'][k]['accuracy']:>10.3f}/{summaries[n]['by_difficulty'][k]['layers_mean']:<5.2f}"
+            for n in names
+        )
+        lines.append(
+            f"{k:>3}{row['samples']:>9}{row['needed_layers']:>8}{'-' if fewest is None else f'{fewest:.2f}':>8}{cells}"
+        )
+    rho = {n: summaries[n]["spearman_layers_difficulty"] for n in names}
+    lines.append(
+        "accuracy/layers per k; Spearman(layers run, k): "
+        + ", ".join(f"{n} {'n/a' if r is None else f'{r:+.2f}'}" for n, r in rho.items())
+    )
+    fewest_rho = greedy["spearman_fewest_difficulty"]
+    lines.append(
+        "needed: fewest layers of one path reaching 95% of full depth's accuracy on that k; fewest: mean per sample of"
+        " the fewest layers of a path giving its answer p >= 1/2 (lucky paths count: a floor); Spearman(fewest, k) = "
+        + ("n/a" if fewest_rho is None else f"{fewest_rho:+.2f}")
+    )
     return "\n".join(lines)

@@ -14,6 +14,8 @@ All of them take a :class:`PathScores` of (paths x samples) results, so each pat
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -135,3 +137,17 @@ def apply_cascade(scores: PathScores, cheap: int, threshold: float) -> tuple[np.
     loss = np.where(escalated, scores.loss[full], scores.loss[cheap])
     compute = scores.cost[cheap] + escalated * scores.cost[full]
     return correct, loss, compute
+
+
+def oracle_actions(
+    model: JumpModel, task: Task, split: Split, budget: float, seed: int = 0, batch_size: int = 512
+) -> torch.Tensor:
+    """(N, L - 1) actions of each row's oracle path at mean compute <= ``budget``: the paths a policy
+    imitates. A row counts as solved only where the path gives its answer a probability >= 1/2, so
+    a short path right by a lucky argmax is not taught."""
+    stack = model.stack
+    paths, searched = candidate_paths(stack.num_layers, stack.config.max_jump, seed=seed)
+    scores = score_paths(model, task, split, paths, searched, batch_size)
+    choice = oracle_assignment(dataclasses.replace(scores, correct=scores.loss <= math.log(2.0)), budget)
+    table = torch.stack([path_to_actions(path, stack.num_layers, stack.config.max_jump) for path in paths])
+    return table[torch.from_numpy(choice)]

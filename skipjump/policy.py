@@ -14,22 +14,31 @@ class JumpPolicy(nn.Module):
     inputs="input": the seed's policy; one distribution per sample, computed from the pooled
         stack input and reused at every decision (``layer`` is ignored).
     inputs="state": computed at each decision from the pooled current hidden state plus a
-        learned embedding of the layer that just ran.
+        learned embedding of the layer that just ran, and ``extra`` (N, E) features when given
+        (the task head's confidence on the current state: see ``JumpModel.probe``).
     """
 
     def __init__(
-        self, dims: int, num_layers: int, max_jump: int = 2, hidden: int = 128, inputs: PolicyInputs = "state"
+        self,
+        dims: int,
+        num_layers: int,
+        max_jump: int = 2,
+        hidden: int = 128,
+        inputs: PolicyInputs = "state",
+        extra: int = 0,
     ) -> None:
         super().__init__()
-        self.inputs = inputs
+        self.inputs, self.extra = inputs, extra
         self.layer_embedding = nn.Embedding(num_layers, dims) if inputs == "state" else None
         if self.layer_embedding is not None:
             nn.init.zeros_(self.layer_embedding.weight)
-        self.net = nn.Sequential(nn.Linear(dims, hidden), nn.SiLU(), nn.Linear(hidden, max_jump + 1))
+        self.net = nn.Sequential(nn.Linear(dims + extra, hidden), nn.SiLU(), nn.Linear(hidden, max_jump + 1))
 
-    def forward(self, features: torch.Tensor, layer: int = 0) -> torch.Tensor:
+    def forward(self, features: torch.Tensor, layer: int = 0, extra: torch.Tensor | None = None) -> torch.Tensor:
         if self.layer_embedding is not None:
             features = features + self.layer_embedding.weight[layer]
+        if extra is not None:
+            features = torch.cat([features, extra], dim=-1)
         return self.net(features)
 
     def flops(self, tokens: int) -> int:

@@ -20,20 +20,27 @@ def jump_reward(
     kind: RewardKind = "compute_minus_loss",
     lam: float = 1.0,
     gamma: float = 5.0,
+    loss_cap: float | None = None,
 ) -> torch.Tensor:
     """Per-sample reward (B,), detached.
 
-    compute_minus_loss:  r = lam * (1 - compute_fraction) - loss
+    compute_minus_loss:  r = lam * (1 - compute_fraction) - min(loss, loss_cap)
+    compute_minus_error: r = lam * (1 - compute_fraction) - (0 if correct else 1)
     blockdrop:           r = 1 - compute_fraction^2 if correct else -gamma   (Wu et al. 2018;
                          compute fraction in place of their block count)
 
-    loss (B,) is each sample's task loss; correct (B,) bool is needed for blockdrop.
+    loss (B,) is each sample's task loss; correct (B,) bool is needed for the last two. A loss cap
+    bounds the penalty of a confidently wrong answer, which compute saved (at most lam) can
+    never outweigh otherwise.
     """
     compute = trace.compute_fraction.detach()
+    if kind in ("compute_minus_error", "blockdrop") and correct is None:
+        raise ValueError(f"the {kind} reward needs per-sample correctness")
     if kind == "compute_minus_loss":
-        return lam * (1.0 - compute) - loss.detach()
+        penalty = loss.detach() if loss_cap is None else loss.detach().clamp(max=loss_cap)
+        return lam * (1.0 - compute) - penalty
+    if kind == "compute_minus_error":
+        return lam * (1.0 - compute) - (~correct).to(compute.dtype)
     if kind == "blockdrop":
-        if correct is None:
-            raise ValueError("the blockdrop reward needs per-sample correctness")
         return torch.where(correct, 1.0 - compute.square(), torch.full_like(compute, -gamma))
     raise ValueError(f"reward kind must be one of {REWARDS}, got {kind!r}")

@@ -46,6 +46,10 @@ TRACE_ARRAYS = {
     "loss": ("f", 1),
     "compute_fraction": ("f", 1),
 }
+OPTIONAL_TRACE_ARRAYS = {  # tasks whose difficulty is known by construction (k-hop)
+    "difficulty": ("iu", 1),
+    "fewest_layers": ("i", 1),  # the fewest layers of a fixed path that answers right; -1: none does
+}
 
 
 def read_run(run_dir: str | Path, overrides: list[str] = ()) -> tuple[Config, dict[str, Any]]:
@@ -239,8 +243,10 @@ def read_trace(run_dir: str | Path, policy: str) -> dict[str, np.ndarray]:
     if not isinstance(archive, np.lib.npyio.NpzFile):
         raise TraceError(f"{path}: not an .npz archive (a single array)")
     with archive:
-        for name, (kinds, dims) in TRACE_ARRAYS.items():
+        for name, (kinds, dims) in (TRACE_ARRAYS | OPTIONAL_TRACE_ARRAYS).items():
             if name not in archive.files:
+                if name in OPTIONAL_TRACE_ARRAYS:
+                    continue
                 raise TraceError(f"{path}: missing array '{name}'")
             try:
                 array = archive[name]

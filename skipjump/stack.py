@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -30,7 +31,7 @@ from skipjump.layer import JumpLayer
 from skipjump.paths import executed_to_paths, next_layer
 from skipjump.policy import JumpPolicy
 
-RoutingMode = Literal["sample", "greedy", "full", "random", "fixed"]
+RoutingMode = Literal["sample", "greedy", "full", "random", "fixed", "imitate"]
 ROUTING_MODES = typing.get_args(RoutingMode)
 
 
@@ -41,7 +42,8 @@ class Routing:
     mode: "sample" (multinomial from the policy), "greedy" (argmax), "full" (never jump),
         "random" (each decision jumps with probability ``p``, by max_jump: so compute falls
         smoothly from full depth at p = 0 to the all-longest-jumps path at p = 1),
-        "fixed" (``actions``: (L - 1,) for every sample or (B, L - 1) per sample).
+        "fixed" (``actions``: (L - 1,) for every sample or (B, L - 1) per sample),
+        "imitate" (as fixed, and the trace holds the policy's log-probability of those actions).
     first_decision: decisions at layers before this one are forced to 0 (a curriculum that
         unlocks decisions from the last layer backwards).
     """
@@ -53,7 +55,22 @@ class Routing:
 
     @property
     def uses_policy(self) -> bool:
-        return self.mode in ("sample", "greedy")
+        return self.mode in ("sample", "greedy", "imitate")
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What the task's head makes of the current state, read by a policy with ``policy_confidence``.
+
+    features: (h (N, T, D), mask (N, T) or None) -> (N, PROBE_FEATURES), computed without gradients
+    flops: per call for one sample (charged to the policy's compute)
+    """
+
+    features: Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
+    flops: float
+
+
+PROBE_FEATURES = 2  # top probability, normalised entropy
 
 
 @dataclass
@@ -131,10 +148,13 @@ class JumpStack(nn.Module):
         self.work_memory_gate = nn.Sequential(nn.Linear(c.dims, 1), nn.Sigmoid())
         seed_weights = [0.1, 0.05, 0.01] + [0.01] * max(0, c.max_jump - 3)
         self.jump_weights = nn.Parameter(torch.tensor(seed_weights[: c.max_jump]))  # w_a = [a - 1]
-        self.policy = JumpPolicy(c.dims, c.num_layers, c.max_jump, c.policy_hidden, c.policy_inputs)
         self.final_gate = nn.Sequential(nn.Linear(c.dims, 1), nn.Sigmoid())
         self.final_norm = nn.LayerNorm(c.dims)
         self.final_mlp = nn.Sequential(nn.Linear(c.dims, 4 * c.dims), nn.SiLU(), nn.Linear(4 * c.dims, c.dims))
+        extra = PROBE_FEATURES if c.policy_confidence else 0
+        with torch.random.fork_rng(devices=[]):  # a stream of its own: the network's weights do not
+            torch.manual_seed(torch.initial_seed() + 1)  # depend on the policy's design
+            self.policy = JumpPolicy(c.dims, c.num_layers, c.max_jump, c.policy_hidden, c.policy_inputs, extra)
         self.register_buffer("last_loss", torch.tensor(float("nan")))
         self._flops_cache: dict[int, torch.Tensor] = {}
 
@@ -159,14 +179,13 @@ class JumpStack(nn.Module):
             raise ValueError(f"random routing needs 0 <= p <= 1, got {routing.p}")
         if not 0 <= routing.first_decision < self.num_layers:
             raise ValueError(f"first_decision must be in [0, {self.num_layers - 1}], got {routing.first_decision}")
-        if routing.mode == "fixed":
+        if routing.mode in ("fixed", "imitate"):
             a = routing.actions
             decisions = self.num_layers - 1
             if a is None or a.shape not in ((decisions,), (batch, decisions)):
                 shape = None if a is None else tuple(a.shape)
-                raise ValueError(
-                    f"fixed routing needs actions of shape ({decisions},) or ({batch}, {decisions}), got {shape}"
-                )
+                expected = f"({decisions},) or ({batch}, {decisions})"
+                raise ValueError(f"{routing.mode} routing needs actions of shape {expected}, got {shape}")
             if a.dtype != torch.long or int(a.max()) > self.config.max_jump or int(a.min()) < -1:
                 raise ValueError(f"fixed actions must be long values in [-1, {self.config.max_jump}]")
             routing = dataclasses.replace(routing, actions=a.to(self.work_memory.device))
@@ -176,10 +195,11 @@ class JumpStack(nn.Module):
         """How many actions after ``layer`` land on different layers (jumps past the end all land on the last)."""
         return min(self.config.max_jump, self.num_layers - 2 - layer) + 1
 
-    def _decide(self, routing: Routing, layer: int, pooled: torch.Tensor | None, rows, input_logits):
+    def _decide(self, routing: Routing, layer: int, pooled: torch.Tensor | None, rows, input_logits, probed=None):
         """Actions (N,) for the rows at ``layer``, and their log-probs and entropies (or None).
 
-        pooled (N, D) is the rows' mean hidden state, read detached by a state policy.
+        pooled (N, D) is the rows' mean hidden state, read detached by a state policy; probed
+        (N, PROBE_FEATURES) the head's confidence on it, or None.
         """
         n, device = rows.numel(), rows.device
         choices = self.distinct_actions(layer)
@@ -188,19 +208,21 @@ class JumpStack(nn.Module):
         if routing.mode == "random":
             jump = torch.rand(n, device=device) < routing.p
             return jump.long() * (choices - 1), None, None
-        if routing.mode == "fixed":
+        given = None
+        if routing.mode in ("fixed", "imitate"):
             a = routing.actions
-            chosen = a[layer].expand(n) if a.dim() == 1 else a[rows, layer]
-            return chosen.clamp(min=0), None, None  # -1 ("no decision here") runs the next layer
+            given = (a[layer].expand(n) if a.dim() == 1 else a[rows, layer]).clamp(min=0, max=choices - 1)
+            if routing.mode == "fixed":  # -1 ("no decision here") runs the next layer
+                return given, None, None
         if input_logits is not None:
             logits = input_logits.index_select(0, rows)
         else:
-            logits = self.policy(pooled.detach(), layer)
+            logits = self.policy(pooled.detach(), layer, probed)
         logits = logits[:, :choices]  # longer jumps land on the last layer too: one choice, not several
         if routing.mode == "greedy":  # nothing to learn from: no distribution to build
             return logits.argmax(dim=-1), None, None
         dist = Categorical(logits=logits, validate_args=False)  # validation would cost host syncs
-        actions = dist.sample()
+        actions = dist.sample() if given is None else given
         return actions, dist.log_prob(actions), dist.entropy()
 
     # -- forward ---------------------------------------------------------------------------
@@ -224,14 +246,24 @@ class JumpStack(nn.Module):
             raise ValueError("mask leaves a sample with no real token: every row needs at least one True")
 
     def forward(
-        self, x: torch.Tensor, mask: torch.Tensor | None = None, routing: Routing | str | None = None
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        routing: Routing | str | None = None,
+        probe: Probe | None = None,
     ) -> tuple[torch.Tensor, JumpTrace]:
-        """x (B, T, D), mask (B, T) or None -> output (B, T, D) and the trace of the paths taken."""
+        """x (B, T, D), mask (B, T) or None -> output (B, T, D) and the trace of the paths taken.
+
+        probe: the task head's view of a state, needed by a policy with ``policy_confidence``.
+        """
         self.check_input(x, mask)
         b, t, _ = x.shape
         num_layers = self.num_layers
         routing = self.resolve_routing(routing, b)
         device = x.device
+        state_policy = routing.uses_policy and self.policy.inputs == "state"
+        if state_policy and self.policy.extra and probe is None:
+            raise ValueError("this policy reads the task head's confidence (policy_confidence): pass a probe")
 
         features = masked_mean(x, mask).detach()
         input_logits = None
@@ -244,7 +276,7 @@ class JumpStack(nn.Module):
         entropy = x.new_zeros(b)
         h, work_mem = x, self.work_memory.expand(b, 1, -1)
         jump_mix = self.config.jump_mix and routing.mode != "full"
-        state_policy = routing.uses_policy and self.policy.inputs == "state"
+        probe = probe if state_policy and self.policy.extra else None
         all_rows = torch.arange(b, device=device) if routing.mode == "full" else None
 
         for i, layer in enumerate(self.layers):
@@ -268,7 +300,9 @@ class JumpStack(nn.Module):
             elif i < num_layers - 2:
                 # (N, D): the state policy's input and the working memory's; unused otherwise
                 pooled = masked_mean(hi, rows_mask) if state_policy or jump_mix else None
-                a, logp, ent = self._decide(routing, i, pooled, rows, input_logits)
+                probing = probe is not None and i >= routing.first_decision
+                probed = probe.features(hi.detach(), rows_mask) if probing else None
+                a, logp, ent = self._decide(routing, i, pooled, rows, input_logits, probed)
                 actions[:, i].index_copy_(0, rows, a)
                 landing = (i + 1 + a).clamp(max=num_layers - 1)
                 skipped = landing - (i + 1)  # near the end, less than a
@@ -288,7 +322,8 @@ class JumpStack(nn.Module):
             h = hi if everyone else h.index_copy(0, rows, hi)
 
         out = h + self.final_gate(h) * self.final_mlp(self.final_norm(h))
-        return out, self._make_trace(routing, t, actions, executed, log_probs, entropy, features)
+        probe_flops = 0.0 if probe is None else probe.flops
+        return out, self._make_trace(routing, t, actions, executed, log_probs, entropy, features, probe_flops)
 
     # -- accounting ------------------------------------------------------------------------
 
@@ -316,7 +351,7 @@ class JumpStack(nn.Module):
         flops = self.layer_flops(tokens).to(layer_runs.device, layer_runs.dtype)
         return (layer_runs @ flops + self.final_flops(tokens) + extra_flops) / self.full_depth_flops(tokens)
 
-    def _make_trace(self, routing, tokens, actions, executed, log_probs, entropy, features) -> JumpTrace:
+    def _make_trace(self, routing, tokens, actions, executed, log_probs, entropy, features, probe_flops) -> JumpTrace:
         decisions = (actions[:, routing.first_decision :] >= 0).sum(dim=1)
         if not routing.uses_policy:
             policy_calls = torch.zeros_like(decisions)
@@ -324,7 +359,7 @@ class JumpStack(nn.Module):
             policy_calls = torch.ones_like(decisions)
         else:
             policy_calls = decisions
-        policy_flops = policy_calls.to(features.dtype) * self.policy.flops(tokens)
+        policy_flops = policy_calls.to(features.dtype) * (self.policy.flops(tokens) + probe_flops)
         if routing.uses_policy:
             entropy = entropy / decisions.clamp(min=1).to(entropy.dtype)
         return JumpTrace(

@@ -13,12 +13,14 @@ import signal
 import time
 from collections.abc import Iterator
 
+import torch
 from tqdm import tqdm
 
 from skipjump.checkpoint import CheckpointError, load_module_state, random_states, seed_everything, set_random_states
 from skipjump.config import Config
-from skipjump.evaluate import Evaluation, run_policy
+from skipjump.evaluate import Evaluation, run_policy, subsample
 from skipjump.monitor import Monitor
+from skipjump.path_scores import oracle_actions
 from skipjump.schedule import Schedule
 from skipjump.stack import JumpTrace, Routing
 from skipjump.tasks import JumpModel, Split, Task, make_task
@@ -38,9 +40,11 @@ class Trainer:
 
     @property
     def policy_split(self) -> Split:
-        """The training rows policy steps read (the held-out ones when ``policy_holdout`` > 0)."""
-        rows = self.schedule.policy_rows
-        return Split(self.task.train.inputs[rows], self.task.train.targets[rows])
+        """Rows like those policy steps read and the network never trained on: the held-out training
+        rows (``policy_holdout`` > 0), or a generated task's whole ``train`` split."""
+        if self.task.generated:
+            return self.task.train
+        return self.task.train.rows(self.schedule.policy_rows)
 
     def first_decision(self) -> int:
         return self.schedule.first_decision(self.policy_updates)
@@ -48,10 +52,16 @@ class Trainer:
     def train_step(self) -> tuple[dict[str, float], JumpTrace | None]:
         """One step of the schedule: its statistics, and its paths when the policy picked them."""
         phase = self.schedule.phase(self.step)
-        index = self.schedule.next_rows(phase)
-        inputs, targets = self.task.train.inputs[index], self.task.train.targets[index]
+        if self.task.generated:
+            batch = self.task.draw(self.config.trainer.batch_size, self.step)
+        else:
+            batch = self.task.train.rows(self.schedule.next_rows(phase))
+        inputs, targets = batch.inputs, batch.targets
         routing = self.schedule.supervised_routing(self.policy_updates)
         try:
+            warm_start = {}
+            if phase != "supervised" and self.policy_updates == 0 and self.config.trainer.imitation_steps:
+                warm_start = self.imitate_oracle()
             if phase == "supervised":
                 stats, trace = self.updates.supervised(inputs, targets, routing)
                 trace = trace if routing.uses_policy else None
@@ -62,7 +72,25 @@ class Trainer:
         except NonFiniteError as error:
             raise NonFiniteError(f"step {self.step}: {error}") from None
         self.step += 1
-        return stats, trace
+        return {**warm_start, **stats}, trace
+
+    def imitate_oracle(self) -> dict[str, float]:
+        """The warm start before the first policy step (``imitation_steps``): score every path on
+        rows the network never trained on, then teach the policy each row's oracle path at the
+        compute target by behaviour cloning (what Dr.LLM and PoLar train routers on)."""
+        t = self.config.trainer
+        if self.task.generated:
+            pool = self.task.draw(t.imitation_rows, t.steps)  # a step index no training step draws
+        else:
+            pool = subsample(self.policy_split, t.imitation_rows, self.config.seed)
+        budget = self.config.agent.target_compute
+        actions = oracle_actions(self.model, self.task, pool, budget, self.config.seed, t.eval_batch_size)
+        generator = torch.Generator().manual_seed(self.config.seed)
+        stats: dict[str, float] = {}
+        for _ in tqdm(range(t.imitation_steps), desc="imitate oracle paths", leave=False, disable=None):
+            index = torch.randint(len(pool), (t.batch_size,), generator=generator)
+            stats = self.updates.imitate(pool.inputs[index], actions[index])
+        return stats
 
     def train(self, steps: int | None = None) -> None:
         """Run until ``steps`` (default: ``trainer.steps``) with a progress bar; the monitor logs and saves."""

@@ -88,7 +88,9 @@ class Updates:
         loss = self.task.per_sample_loss(outputs, targets)
         check_finite("task loss", loss)
         correct = self.task.correct(outputs, targets)
-        rewards = jump_reward(trace, loss.detach(), correct, kind=a.reward, lam=float(self.agent.lam), gamma=a.gamma)
+        rewards = jump_reward(
+            trace, loss.detach(), correct, kind=a.reward, lam=float(self.agent.lam), gamma=a.gamma, loss_cap=a.loss_cap
+        )
         check_finite("reward", rewards)
         return loss, rewards
 
@@ -154,6 +156,21 @@ class Updates:
         self._step(self.policy_params, self.policy_optimizer, self.config.agent.grad_clip, "policy")
         stats.update({f"train/{key}": stats[f"policy/{key}"] for key in TASK_METRICS})  # the network's paths too
         return stats, trace
+
+    def imitate(self, inputs: torch.Tensor, actions: torch.Tensor) -> dict[str, float]:
+        """One behaviour-cloning update of the policy towards the paths ``actions`` (B, L - 1)."""
+        self.model.train()
+        with frozen(self.network_params):
+            _, trace = self.model(inputs, Routing("imitate", actions=actions))
+            loss = -trace.log_probs.mean()
+            check_finite("imitation loss", loss)
+            self.policy_optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self._step(self.policy_params, self.policy_optimizer, self.config.agent.grad_clip, "policy")
+        return {
+            "imitation/loss": float(loss.detach()),
+            "imitation/compute_fraction": float(trace.compute_fraction.mean()),
+        }
 
     # -- state -----------------------------------------------------------------------------
 

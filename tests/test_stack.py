@@ -285,3 +285,13 @@ def test_actions_that_land_on_the_same_layer_are_one_choice():
     calls = 1  # one decision (after layer 5) per sample, whatever it chose
     compute = stack.compute_fraction(sampled.executed.double(), 2, calls * stack.policy.flops(2))
     torch.testing.assert_close(sampled.compute_fraction, compute)
+
+
+def test_the_networks_initial_weights_do_not_depend_on_the_policys_design():
+    from conftest import tiny_trainer
+
+    plain = dict(tiny_trainer().model.named_parameters())
+    other = dict(tiny_trainer("model.policy_confidence=true", "model.policy_hidden=8").model.named_parameters())
+    network = [name for name in plain if ".policy." not in name]
+    assert network and all(torch.equal(plain[name], other[name]) for name in network)
+    assert plain["stack.policy.net.0.weight"].shape != other["stack.policy.net.0.weight"].shape

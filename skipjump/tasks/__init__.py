@@ -5,8 +5,9 @@ from __future__ import annotations
 from skipjump.config import ConfigError, TaskConfig
 from skipjump.tasks.base import JumpModel, Split, Task
 from skipjump.tasks.digits import DataError, DigitsTask
+from skipjump.tasks.khop import KHopTask
 
-TASKS = {"digits": DigitsTask}
+TASKS = {"digits": DigitsTask, "khop": KHopTask}
 
 
 def make_task(config: TaskConfig, seed: int) -> Task:
@@ -15,4 +16,4 @@ def make_task(config: TaskConfig, seed: int) -> Task:
     return TASKS[config.name].from_config(config, seed)
 
 
-__all__ = ["TASKS", "DataError", "DigitsTask", "JumpModel", "Split", "Task", "make_task"]
+__all__ = ["TASKS", "DataError", "DigitsTask", "JumpModel", "KHopTask", "Split", "Task", "make_task"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
@@ -10,16 +11,22 @@ import torch.nn.functional as F
 from torch import nn
 
 from skipjump.config import StackConfig, TaskConfig
-from skipjump.stack import JumpStack, JumpTrace, Routing, parameters_excluding
+from skipjump.stack import JumpStack, JumpTrace, Probe, Routing, parameters_excluding
 
 
 @dataclass
 class Split:
     inputs: torch.Tensor  # (N, ...) task-specific
     targets: torch.Tensor  # (N, ...) task-specific
+    difficulty: torch.Tensor | None = None  # (N,) long, where the task knows it by construction (k-hop: k)
 
     def __len__(self) -> int:
         return len(self.targets)
+
+    def rows(self, index: torch.Tensor) -> Split:
+        """The rows ``index`` (N',) of this split, difficulty included."""
+        difficulty = None if self.difficulty is None else self.difficulty[index]
+        return Split(self.inputs[index], self.targets[index], difficulty)
 
 
 class JumpModel(nn.Module):
@@ -30,8 +37,23 @@ class JumpModel(nn.Module):
         self.embed, self.stack, self.head = embed, stack, head
 
     def forward(self, inputs: torch.Tensor, routing: Routing | str | None = None) -> tuple[torch.Tensor, JumpTrace]:
-        hidden, trace = self.stack(self.embed(inputs), routing=routing)
+        x = self.embed(inputs)
+        probe = Probe(self.probe, self.probe_flops(x.shape[1])) if self.stack.config.policy_confidence else None
+        hidden, trace = self.stack(x, routing=routing, probe=probe)
         return self.head(hidden), trace
+
+    @torch.no_grad()
+    def probe(self, hidden: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """(N, T, D) -> (N, 2): the head's top probability and normalised entropy on an
+        intermediate state (the cascade's signal, read as if the state were the last)."""
+        probs = torch.softmax(self.head(hidden), dim=-1)
+        entropy = -(probs * probs.clamp(min=1e-12).log()).sum(dim=-1) / math.log(probs.shape[-1])
+        return torch.stack([probs.amax(dim=-1), entropy], dim=-1)
+
+    def probe_flops(self, tokens: int) -> float:
+        """FLOPs of one ``probe`` call for one sample: the head's matmuls and a pass over the tokens."""
+        weights = sum(m.weight.numel() for m in self.head.modules() if isinstance(m, nn.Linear))
+        return 2.0 * weights + tokens * self.stack.config.dims
 
     def network_parameters(self) -> list[nn.Parameter]:
         """Every parameter but the jump policy's."""
@@ -39,11 +61,16 @@ class JumpModel(nn.Module):
 
 
 class Task(ABC):
-    """A data set with a fixed train/test split and a model family. Subclasses add one task each."""
+    """A data set with a fixed train/test split and a model family. Subclasses add one task each.
+
+    A ``generated`` task draws fresh training samples for every step (``draw``) instead of
+    cycling ``train``; its ``train`` rows are then never trained on.
+    """
 
     name: str
     train: Split
     test: Split
+    generated: bool = False
 
     @classmethod
     @abstractmethod
@@ -51,6 +78,10 @@ class Task(ABC):
 
     @abstractmethod
     def build_model(self, stack: StackConfig) -> JumpModel: ...
+
+    def draw(self, rows: int, step: int) -> Split:
+        """Fresh training samples for ``step`` (generated tasks only)."""
+        raise NotImplementedError(f"task {self.name!r} has a fixed training split; it draws no samples")
 
     def per_sample_loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """(B,) task loss; cross-entropy for classification."""
