@@ -3,10 +3,11 @@
     python experiments/depth_report.py RUN_DIR [--policy greedy]
 
 Reads RUN_DIR/traces/<policy>.npz (written by train.py) and prints the mean number of layers
-run for each label, then, for each number of layers, how many samples ran it and how many of
-them were right. The trace is read through ``skipjump.runs.read_trace`` (``allow_pickle=False``:
-an object array is refused, never unpickled); a missing or malformed file is one line
-``error: ...`` and exit code 2.
+run for each label (for a task with a known difficulty, such as k-hop: for each difficulty, with
+accuracy, the fewest layers a fixed path needs per sample and Spearman(layers run, difficulty)),
+then, for each number of layers, how many samples ran it and how many of them were right. The
+trace is read through ``skipjump.runs.read_trace`` (``allow_pickle=False``: an object array is
+refused, never unpickled); a missing or malformed file is one line ``error: ...`` and exit code 2.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from skipjump.evaluate import spearman
 from skipjump.provenance import header
 from skipjump.runs import LOAD_ERRORS, read_trace
 
@@ -35,10 +37,21 @@ def main(argv: list[str] | None = None) -> int:
 
     print(header())
     print(f"{Path(args.run_dir) / 'traces' / f'{args.policy}.npz'}: {len(labels)} samples")
-    print("label  samples  mean layers")
-    for label in np.unique(labels):
-        chosen = labels == label
-        print(f"{label:>5}{chosen.sum():>9}{layers[chosen].mean():>13.2f}")
+    if "difficulty" in trace:
+        difficulty, fewest = trace["difficulty"], trace["fewest_layers"]
+        print("difficulty  samples  mean layers  accuracy  fewest layers (solvable samples)")
+        for k in np.unique(difficulty):
+            chosen = difficulty == k
+            solvable = chosen & (fewest >= 0)
+            need = f"{fewest[solvable].mean():.2f} ({solvable.sum()})" if solvable.any() else "- (0)"
+            print(f"{k:>10}{chosen.sum():>9}{layers[chosen].mean():>13.2f}{correct[chosen].mean():>10.4f}  {need:>15}")
+        rho = spearman(layers, difficulty)
+        print(f"Spearman(layers run, difficulty) = {'n/a' if rho is None else f'{rho:+.2f}'}")
+    else:
+        print("label  samples  mean layers")
+        for label in np.unique(labels):
+            chosen = labels == label
+            print(f"{label:>5}{chosen.sum():>9}{layers[chosen].mean():>13.2f}")
     print("layers  samples  accuracy")
     for depth in np.unique(layers):
         chosen = layers == depth

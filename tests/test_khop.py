@@ -137,7 +137,8 @@ def test_confidence_probe_feeds_the_policy_and_is_charged():
         from_dict({}, ["model.policy_confidence=true", "model.policy_inputs=input"])
 
 
-def test_a_short_khop_run_writes_the_difficulty_fields(tmp_path):
+def test_a_short_khop_run_writes_the_difficulty_fields(tmp_path, capsys):
+    import depth_report
     import train
 
     overrides = [
@@ -164,3 +165,9 @@ def test_a_short_khop_run_writes_the_difficulty_fields(tmp_path):
     trace = read_trace(tmp_path / "run", "greedy")
     assert trace["difficulty"].shape == (128,) and set(trace["difficulty"].tolist()) <= set(range(1, 7))
     assert trace["fewest_layers"].min() >= -1 and trace["fewest_layers"].max() <= 8
+    capsys.readouterr()
+    assert depth_report.main([str(tmp_path / "run")]) == 0
+    report = capsys.readouterr().out.splitlines()
+    rows = report[report.index(next(line for line in report if line.startswith("difficulty"))) + 1 :][:6]
+    assert [int(line.split()[0]) for line in rows] == sorted(set(trace["difficulty"].tolist()))
+    assert sum(int(line.split()[1]) for line in rows) == 128
