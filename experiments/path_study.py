@@ -5,6 +5,8 @@
 Runs every distinct path on the test split and prints, for each number of layers run: the
 compute of the cheapest such path, the best and mean accuracy of a fixed path of that length,
 and the per-sample oracle (a sample counts as right if any path of that length gets it right).
+For a task with a known difficulty (k-hop) it then prints, for each difficulty, the best fixed
+path's accuracy at each length: the layers that difficulty needs, read off many samples.
 The run directory is read through ``skipjump.runs`` (nothing in it can run code); a missing or
 bad file is one line ``error: ...`` and exit code 2.
 """
@@ -51,6 +53,15 @@ def main(argv: list[str] | None = None) -> int:
             f"{length:>6}{len(items):>7}{compute:>9.3f}{accuracies[best]:>12.4f}{np.mean(accuracies):>12.4f}"
             f"{oracle:>8.4f}  {items[best][0]}"
         )
+    if task.test.difficulty is not None:
+        difficulty = task.test.difficulty.numpy()
+        lengths = sorted(by_length)
+        print("best fixed path's accuracy per difficulty (rows) and layers run (columns)")
+        print(f"{'k':>3}{'samples':>9}" + "".join(f"{length:>8}" for length in lengths))
+        for k in np.unique(difficulty):
+            chosen = difficulty == k
+            best = [max(float(c[chosen].mean()) for _, _, c in by_length[length]) for length in lengths]
+            print(f"{k:>3}{chosen.sum():>9}" + "".join(f"{value:>8.3f}" for value in best))
     return 0
 
 

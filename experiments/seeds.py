@@ -52,6 +52,8 @@ def seed_row(run_dir: Path, stdout: str = "") -> dict:
     row["static_path"] = summary["static_matched"]["path"]
     if "spearman_layers_difficulty" in summary["greedy"]:  # tasks with a known difficulty (k-hop)
         row["spearman_k"] = summary["greedy"]["spearman_layers_difficulty"]
+        row["spearman_fewest_k"] = summary["greedy"]["spearman_fewest_difficulty"]
+        row["needed_layers"] = [r.get("needed_layers") for r in summary["greedy"]["by_difficulty"].values()]
     row["train_seconds"] = int(timing.group(2)) if timing else training_seconds(run_dir)
     row["run_dir"] = str(run_dir)
     return row

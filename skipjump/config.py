@@ -40,7 +40,7 @@ class TaskConfig:
     data_file: str | None = None  # digits: an .npz with `images` (N, 8, 8) and `labels` (N,)
     positions: int = 8  # khop: pointer positions P (the answer is one of P)
     max_hops: int = 6  # khop: k is drawn per sample from 1..max_hops
-    train_rows: int = 4096  # khop: fixed rows never trained on (references are chosen on them)
+    train_rows: int = 4096  # khop: fixed rows the references are chosen on (training draws fresh ones)
     test_rows: int = 2048  # khop: fixed test rows
 
 
@@ -257,6 +257,15 @@ def validate(config: Config) -> Config:
     if config.agent.target_compute is not None and config.agent.reward == "blockdrop":
         raise ConfigError(
             f"agent.target_compute: the {config.agent.reward} reward has no lam to adapt; set agent.target_compute=null"
+        )
+    if config.agent.loss_cap is not None and config.agent.reward != "compute_minus_loss":
+        raise ConfigError(
+            f"agent.loss_cap: only the compute_minus_loss reward has a loss to clip, not {config.agent.reward}"
+        )
+    if config.trainer.imitation_steps and config.trainer.curriculum_steps:
+        raise ConfigError(
+            "trainer.imitation_steps: imitation teaches every decision, the curriculum unlocks them"
+            " one by one; set one of them to 0"
         )
     if config.trainer.imitation_steps and config.agent.target_compute is None:
         raise ConfigError("trainer.imitation_steps: the oracle it imitates needs a budget; set agent.target_compute")

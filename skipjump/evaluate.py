@@ -161,14 +161,18 @@ def fewest_layers(scores: PathScores) -> np.ndarray:
     return np.where(solved.any(axis=0), fewest, -1)
 
 
-def needed_layers(scores: PathScores, difficulty: np.ndarray, share: float = 0.95) -> dict[str, int]:
+def needed_layers(scores: PathScores, difficulty: np.ndarray, share: float = 0.95) -> dict[str, int | None]:
     """Per difficulty, the fewest layers of one fixed path that answers at least ``share`` of what
-    full depth answers right on those samples: read off many samples, so luck averages out."""
+    full depth answers right on those samples: read off many samples, so luck averages out.
+    None where full depth answers none of them."""
     layers = np.array([len(path) for path in scores.paths])
     needed = {}
     for k in np.unique(difficulty):
         accuracy = scores.correct[:, difficulty == k].mean(axis=1)
-        needed[str(int(k))] = int(layers[accuracy >= share * accuracy[-1]].min())  # the last path is full depth
+        if accuracy[-1] == 0:  # the last path is full depth
+            needed[str(int(k))] = None
+            continue
+        needed[str(int(k))] = int(layers[accuracy >= share * accuracy[-1]].min())
     return needed
 
 
@@ -315,7 +319,8 @@ def format_difficulty(summaries: dict[str, dict]) -> str:
             for n in names
         )
         lines.append(
-            f"{k:>3}{row['samples']:>9}{row['needed_layers']:>8}{'-' if fewest is None else f'{fewest:.2f}':>8}{cells}"
+            f"{k:>3}{row['samples']:>9}{str(row['needed_layers'] or '-'):>8}"
+            f"{'-' if fewest is None else f'{fewest:.2f}':>8}{cells}"
         )
     rho = {n: summaries[n]["spearman_layers_difficulty"] for n in names}
     lines.append(

@@ -144,7 +144,8 @@ def oracle_actions(
 ) -> torch.Tensor:
     """(N, L - 1) actions of each row's oracle path at mean compute <= ``budget``: the paths a policy
     imitates. A row counts as solved only where the path gives its answer a probability >= 1/2, so
-    a short path right by a lucky argmax is not taught."""
+    a short path right by a lucky argmax is not taught. Path costs leave out the policy's own
+    FLOPs, so the imitated paths spend a little more than ``budget``; dual ascent corrects it."""
     stack = model.stack
     paths, searched = candidate_paths(stack.num_layers, stack.config.max_jump, seed=seed)
     scores = score_paths(model, task, split, paths, searched, batch_size)

@@ -44,4 +44,4 @@ class JumpPolicy(nn.Module):
     def flops(self, tokens: int) -> int:
         """FLOPs of one call for one sample: pooling ``tokens`` tokens, then the MLP."""
         first, last = self.net[0], self.net[2]
-        return tokens * first.in_features + 2 * (first.weight.numel() + last.weight.numel())
+        return tokens * (first.in_features - self.extra) + 2 * (first.weight.numel() + last.weight.numel())

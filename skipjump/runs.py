@@ -257,6 +257,11 @@ def read_trace(run_dir: str | Path, policy: str) -> dict[str, np.ndarray]:
                     f"{path}: '{name}' must be {dims}-dimensional of kind {kinds}, got {array.dtype} {array.shape}"
                 )
             arrays[name] = array
+    present = [name for name in OPTIONAL_TRACE_ARRAYS if name in arrays]
+    if present and len(present) < len(OPTIONAL_TRACE_ARRAYS):
+        raise TraceError(
+            f"{path}: '{present[0]}' without {', '.join(repr(n) for n in OPTIONAL_TRACE_ARRAYS if n not in present)}"
+        )
     rows = len(arrays["label"])
     layers = arrays["executed"].shape[1]
     for name, array in arrays.items():

@@ -152,8 +152,8 @@ class JumpStack(nn.Module):
         self.final_norm = nn.LayerNorm(c.dims)
         self.final_mlp = nn.Sequential(nn.Linear(c.dims, 4 * c.dims), nn.SiLU(), nn.Linear(4 * c.dims, c.dims))
         extra = PROBE_FEATURES if c.policy_confidence else 0
-        with torch.random.fork_rng(devices=[]):  # a stream of its own: the network's weights do not
-            torch.manual_seed(torch.initial_seed() + 1)  # depend on the policy's design
+        with torch.random.fork_rng(devices=[]):  # a CPU stream of its own: the network's weights do
+            torch.default_generator.manual_seed(torch.initial_seed() + 1)  # not depend on the policy
             self.policy = JumpPolicy(c.dims, c.num_layers, c.max_jump, c.policy_hidden, c.policy_inputs, extra)
         self.register_buffer("last_loss", torch.tensor(float("nan")))
         self._flops_cache: dict[int, torch.Tensor] = {}
@@ -187,7 +187,7 @@ class JumpStack(nn.Module):
                 expected = f"({decisions},) or ({batch}, {decisions})"
                 raise ValueError(f"{routing.mode} routing needs actions of shape {expected}, got {shape}")
             if a.dtype != torch.long or int(a.max()) > self.config.max_jump or int(a.min()) < -1:
-                raise ValueError(f"fixed actions must be long values in [-1, {self.config.max_jump}]")
+                raise ValueError(f"{routing.mode} actions must be long values in [-1, {self.config.max_jump}]")
             routing = dataclasses.replace(routing, actions=a.to(self.work_memory.device))
         return routing
 

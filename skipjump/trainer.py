@@ -40,8 +40,8 @@ class Trainer:
 
     @property
     def policy_split(self) -> Split:
-        """Rows like those policy steps read and the network never trained on: the held-out training
-        rows (``policy_holdout`` > 0), or a generated task's whole ``train`` split."""
+        """Rows like those policy steps read, kept from supervised steps: the held-out training rows
+        (``policy_holdout`` > 0), or a generated task's fixed ``train`` split."""
         if self.task.generated:
             return self.task.train
         return self.task.train.rows(self.schedule.policy_rows)
@@ -79,10 +79,7 @@ class Trainer:
         rows the network never trained on, then teach the policy each row's oracle path at the
         compute target by behaviour cloning (what Dr.LLM and PoLar train routers on)."""
         t = self.config.trainer
-        if self.task.generated:
-            pool = self.task.draw(t.imitation_rows, t.steps)  # a step index no training step draws
-        else:
-            pool = subsample(self.policy_split, t.imitation_rows, self.config.seed)
+        pool = subsample(self.policy_split, t.imitation_rows, self.config.seed)
         budget = self.config.agent.target_compute
         actions = oracle_actions(self.model, self.task, pool, budget, self.config.seed, t.eval_batch_size)
         generator = torch.Generator().manual_seed(self.config.seed)

@@ -42,7 +42,7 @@ def test_fresh_batches_depend_on_the_step_alone():
     assert torch.equal(a.draw(32, 5).inputs, b.draw(32, 5).inputs)
     assert not torch.equal(a.draw(32, 5).inputs, a.draw(32, 6).inputs)
     assert not torch.equal(a.draw(32, 5).inputs, KHopTask(seed=2, train_rows=50, test_rows=50).draw(32, 5).inputs)
-    assert torch.equal(a.test.inputs, b.test.inputs) and not torch.equal(a.test.inputs[:50], a.train.inputs)
+    assert torch.equal(a.test.inputs, b.test.inputs) and torch.equal(a.train.inputs, b.train.inputs)
 
 
 def test_the_trainer_draws_a_fresh_batch_every_step():
@@ -86,6 +86,8 @@ def test_needed_layers_reads_each_difficulty_off_its_samples():
     scores = PathScores(paths, np.array([0.5, 0.75, 1.0]), correct, loss, np.exp(-loss), "all 3 paths")
     assert needed_layers(scores, np.array([1] * 20 + [2] * 20)) == {"1": 2, "2": 4}
     assert needed_layers(scores, np.array([1] * 20 + [2] * 20), share=0.9) == {"1": 2, "2": 3}
+    scores.correct[:, 20:] = False  # full depth answers none of difficulty 2: nothing is needed for nothing
+    assert needed_layers(scores, np.array([1] * 20 + [2] * 20))["2"] is None
 
 
 def test_spearman_matches_ranks_with_ties():
@@ -139,6 +141,7 @@ def test_confidence_probe_feeds_the_policy_and_is_charged():
 
 def test_a_short_khop_run_writes_the_difficulty_fields(tmp_path, capsys):
     import depth_report
+    import path_study
     import train
 
     overrides = [
@@ -171,3 +174,37 @@ def test_a_short_khop_run_writes_the_difficulty_fields(tmp_path, capsys):
     rows = report[report.index(next(line for line in report if line.startswith("difficulty"))) + 1 :][:6]
     assert [int(line.split()[0]) for line in rows] == sorted(set(trace["difficulty"].tolist()))
     assert sum(int(line.split()[1]) for line in rows) == 128
+    assert path_study.main([str(tmp_path / "run")]) == 0
+    study = capsys.readouterr().out.splitlines()
+    table = study[study.index(next(line for line in study if line.startswith("best fixed path's accuracy"))) + 2 :]
+    assert [int(line.split()[0]) for line in table] == sorted(set(trace["difficulty"].tolist()))
+    assert all(0.0 <= float(value) <= 1.0 for line in table for value in line.split()[2:])
+
+
+def test_policy_options_refuse_combinations_that_would_do_nothing():
+    with pytest.raises(ConfigError, match="agent.loss_cap: only the compute_minus_loss reward"):
+        from_dict({}, ["agent.loss_cap=1", "agent.reward=compute_minus_error"])
+    with pytest.raises(ConfigError, match="set one of them to 0"):
+        from_dict({}, ["trainer.imitation_steps=5", "trainer.curriculum_steps=5"])
+    with pytest.raises(ConfigError, match="needs a budget; set agent.target_compute"):
+        from_dict({}, ["trainer.imitation_steps=5", "agent.target_compute=null"])
+
+
+def test_a_trace_with_difficulty_but_no_fewest_layers_is_refused(tmp_path):
+    from skipjump.runs import TraceError
+
+    (tmp_path / "traces").mkdir()
+    arrays = {
+        "actions": np.zeros((2, 3), dtype=np.int64),
+        "executed": np.ones((2, 4), dtype=bool),
+        "layers_executed": np.full(2, 4),
+        "label": np.zeros(2, dtype=np.int64),
+        "correct": np.ones(2, dtype=bool),
+        "loss": np.zeros(2, dtype=np.float32),
+        "compute_fraction": np.ones(2, dtype=np.float32),
+    }
+    np.savez(tmp_path / "traces" / "greedy.npz", **arrays)
+    assert "difficulty" not in read_trace(tmp_path, "greedy")
+    np.savez(tmp_path / "traces" / "greedy.npz", **arrays, difficulty=np.ones(2, dtype=np.int64))
+    with pytest.raises(TraceError, match="'difficulty' without 'fewest_layers'"):
+        read_trace(tmp_path, "greedy")

@@ -45,13 +45,15 @@ class JumpModel(nn.Module):
     @torch.no_grad()
     def probe(self, hidden: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """(N, T, D) -> (N, 2): the head's top probability and normalised entropy on an
-        intermediate state (the cascade's signal, read as if the state were the last)."""
+        intermediate state (a logit lens: the head skips the final gated MLP it was trained
+        behind, so this is a signal of confidence, not the output a jump would give)."""
         probs = torch.softmax(self.head(hidden), dim=-1)
         entropy = -(probs * probs.clamp(min=1e-12).log()).sum(dim=-1) / math.log(probs.shape[-1])
         return torch.stack([probs.amax(dim=-1), entropy], dim=-1)
 
     def probe_flops(self, tokens: int) -> float:
-        """FLOPs of one ``probe`` call for one sample: the head's matmuls and a pass over the tokens."""
+        """FLOPs of one ``probe`` call for one sample, an upper bound: the head's matmuls and a pass
+        over every token (a head reading one token, as k-hop's, costs less)."""
         weights = sum(m.weight.numel() for m in self.head.modules() if isinstance(m, nn.Linear))
         return 2.0 * weights + tokens * self.stack.config.dims
 
@@ -64,7 +66,7 @@ class Task(ABC):
     """A data set with a fixed train/test split and a model family. Subclasses add one task each.
 
     A ``generated`` task draws fresh training samples for every step (``draw``) instead of
-    cycling ``train``; its ``train`` rows are then never trained on.
+    cycling ``train``; its ``train`` rows are then used only to choose references.
     """
 
     name: str

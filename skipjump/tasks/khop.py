@@ -8,8 +8,10 @@ so the layers a sample needs grow with k but not one for one: the evaluation mea
 
 Training draws fresh samples every step (a fixed split is memorised long before the task is
 learned); the batch of step t comes from a generator seeded with (seed, t), so a resumed run
-draws the same batches as an unbroken one. ``train`` is a fixed set of rows the network never
-trains on (the rows static_matched and cascade_matched are chosen on); ``test`` is another.
+draws the same batches as an unbroken one. ``train`` (the rows static_matched, cascade_matched
+and oracle imitation use) and ``test`` are fixed sets drawn from a stream of their own. With P = 8
+there are 8! * 8 * 6 = 1.9M possible inputs, so a long run's batches (4000 x 128 = 512K draws)
+contain about a quarter of them: held apart by the generator, not disjoint.
 """
 
 from __future__ import annotations
