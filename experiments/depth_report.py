@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from skipjump.evaluate import spearman
+from skipjump.evaluate import by_difficulty
 from skipjump.provenance import header
 from skipjump.runs import LOAD_ERRORS, read_trace
 
@@ -39,13 +39,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{Path(args.run_dir) / 'traces' / f'{args.policy}.npz'}: {len(labels)} samples")
     if "difficulty" in trace:
         difficulty, fewest = trace["difficulty"], trace["fewest_layers"]
+        table = by_difficulty(trace, difficulty)
         print("difficulty  samples  mean layers  accuracy  fewest layers (solvable samples)")
-        for k in np.unique(difficulty):
-            chosen = difficulty == k
-            solvable = chosen & (fewest >= 0)
+        for k, row in table["by_difficulty"].items():
+            solvable = (difficulty == int(k)) & (fewest >= 0)
             need = f"{fewest[solvable].mean():.2f} ({solvable.sum()})" if solvable.any() else "- (0)"
-            print(f"{k:>10}{chosen.sum():>9}{layers[chosen].mean():>13.2f}{correct[chosen].mean():>10.4f}  {need:>15}")
-        rho = spearman(layers, difficulty)
+            print(f"{k:>10}{row['samples']:>9}{row['layers_mean']:>13.2f}{row['accuracy']:>10.4f}  {need:>15}")
+        rho = table["spearman_layers_difficulty"]
         print(f"Spearman(layers run, difficulty) = {'n/a' if rho is None else f'{rho:+.2f}'}")
     else:
         print("label  samples  mean layers")
