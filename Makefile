@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) experiments/train.py --config experiments/configs/digits.yaml
+	$(PY) experiments/train.py --config skipjump/configs/digits.yaml
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .

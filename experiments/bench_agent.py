@@ -1,6 +1,6 @@
 """Cost of a policy-gradient step against a supervised step at the same batch, side by side.
 
-    python experiments/bench_agent.py [--config experiments/configs/digits.yaml] [--repeats 30] [--json]
+    python experiments/bench_agent.py [--config skipjump/configs/digits.yaml] [--repeats 30] [--json]
 
 For each baseline, times trainer.policy_step and trainer.supervised_step on the same batches,
 interleaved, and prints the ratio per sampled path (leave_one_out samples K paths per input).
@@ -23,7 +23,7 @@ BASELINES = ("moving_average", "self_critical", "leave_one_out", "value")
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default="experiments/configs/digits.yaml")
+    parser.add_argument("--config", default="skipjump/configs/digits.yaml")
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--json", action="store_true")
     parser.add_argument("overrides", nargs="*")

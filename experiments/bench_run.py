@@ -11,7 +11,10 @@ Routing("full"), interleaved, medians of --repeats rounds, at three batch sizes:
 
 Per batch size: ms per pass, speedup = full / greedy, greedy's mean compute fraction on those
 inputs (FLOPs over full depth, policy included), ideal = 1 / compute fraction and
-efficiency = speedup / ideal (target >= 0.8). Exit 2 with a one-line error on a bad run directory.
+efficiency = speedup / ideal (target >= 0.8). Then, for the first 64 inputs, where greedy's time
+goes: its layers alone at the row counts it gives them, the same paths under fixed routing,
+greedy itself, and full depth against its layers alone (``decompose``). Exit 2 with a one-line
+error on a bad run directory.
 """
 
 from __future__ import annotations
@@ -62,6 +65,39 @@ def bench_batches(model: JumpModel, batches: list[torch.Tensor], repeats: int) -
     }
 
 
+@torch.no_grad()
+def decompose(model: JumpModel, inputs: torch.Tensor, repeats: int) -> dict[str, Any]:
+    """Where greedy's time goes on ``inputs`` (one batch), in ms, medians of interleaved rounds:
+    the layers alone on the row counts greedy gives each (no routing), the same paths under fixed
+    routing (routing without the policy), greedy (with it), and full depth with its layers alone."""
+    stack, x = model.stack, model.embed(inputs)
+    _, trace = model(inputs, ROUTINGS["greedy"])
+    rows = trace.executed.sum(dim=0).tolist()
+    hidden = {n: torch.randn(n, *x.shape[1:]) for n in set(rows) | {len(inputs)}}
+    parts = {
+        "layers_at_greedy_rows": lambda: [layer(hidden[n]) for layer, n in zip(stack.layers, rows) if n],
+        "fixed_routing": lambda: model(inputs, Routing("fixed", actions=trace.actions)),
+        "greedy": lambda: model(inputs, ROUTINGS["greedy"]),
+        "layers_at_full_depth": lambda: [layer(hidden[len(inputs)]) for layer in stack.layers],
+        "full": lambda: model(inputs, ROUTINGS["full"]),
+    }
+    times: dict[str, list[float]] = {name: [] for name in parts}
+    for _ in range(repeats):
+        for name, run in parts.items():
+            start = time.perf_counter()
+            run()
+            times[name].append(1000 * (time.perf_counter() - start))
+    ms = {name: statistics.median(t) for name, t in times.items()}
+    ideal = 1.0 / float(trace.compute_fraction.mean())
+    return {
+        "rows_per_layer": rows,
+        "ms": ms,
+        "layers_only_efficiency": ms["layers_at_full_depth"] / ms["layers_at_greedy_rows"] / ideal,
+        "routing_ms_greedy": ms["greedy"] - ms["layers_at_greedy_rows"],
+        "routing_ms_full": ms["full"] - ms["layers_at_full_depth"],
+    }
+
+
 def bench_run(model: JumpModel, inputs: torch.Tensor, repeats: int) -> list[dict[str, Any]]:
     """One row per batch size: 1, 64 and the whole of ``inputs``."""
     settings = [
@@ -95,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
 
     inputs = task.test.inputs
     rows = bench_run(model, inputs, args.repeats)
+    parts = decompose(model, inputs[:64], args.repeats)
     m = config.model
     result = {
         **provenance(),
@@ -103,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         "test_inputs": len(inputs),
         "repeats": args.repeats,
         "batches": rows,
+        "batch_64_parts": parts,
     }
     if args.json:
         print(json.dumps(result))
@@ -121,6 +159,14 @@ def main(argv: list[str] | None = None) -> int:
                 f"{r['compute_fraction']:>8.3f} {r['ideal']:>5.2f}x {r['efficiency']:>10.2f}"
             )
         print(f"target: efficiency >= {TARGET} (batch 1: ms per input, {SINGLES} inputs one by one per timing)")
+        ms = parts["ms"]
+        print(f"batch 64, where the time goes (ms): rows per layer under greedy {parts['rows_per_layer']}")
+        print("  " + ", ".join(f"{name} {value:.2f}" for name, value in ms.items()))
+        print(
+            f"  routing (pass minus its layers): greedy {parts['routing_ms_greedy']:.2f}, "
+            f"full {parts['routing_ms_full']:.2f}; layers alone would reach "
+            f"{parts['layers_only_efficiency']:.2f} of ideal"
+        )
     if args.out:
         write_json(args.out, result)
     return 0

@@ -109,7 +109,7 @@ def markdown(result: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default="experiments/configs/digits.yaml")
+    parser.add_argument("--config", default="skipjump/configs/digits.yaml")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--jobs", type=int, default=1, choices=(1, 2))
     parser.add_argument("--runs", default="runs/seeds", help="parent folder of the runs' directories")

@@ -1,6 +1,6 @@
 """Train a jump network whose jump policy is a REINFORCE agent, then evaluate it.
 
-    python experiments/train.py --config experiments/configs/digits.yaml [key=value ...] [--run-dir DIR]
+    python experiments/train.py --config skipjump/configs/digits.yaml [key=value ...] [--run-dir DIR]
     python experiments/train.py --resume RUN_DIR [key=value ...]
 
 Overrides are dotted config keys, e.g. ``trainer.steps=300 seed=2 agent.baseline=self_critical``.
@@ -32,7 +32,7 @@ RESUMABLE = ("trainer.steps", "trainer.log_every", "trainer.eval_every", "traine
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--config", help="YAML config, e.g. experiments/configs/digits.yaml")
+    source.add_argument("--config", help="YAML config, e.g. skipjump/configs/digits.yaml")
     source.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its checkpoint")
     parser.add_argument("--run-dir", help="where to write a new run (default runs/<config>__<seed>__<time>)")
     parser.add_argument("overrides", nargs="*", help="dotted key=value overrides")

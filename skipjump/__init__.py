@@ -7,7 +7,10 @@ from skipjump.gates import MemoryGate, StraightThroughThreshold, straight_throug
 from skipjump.layer import JumpLayer, SelfAttention
 from skipjump.paths import enumerate_paths, path_to_actions
 from skipjump.policy import JumpPolicy
+from skipjump.registration import register_envs
 from skipjump.stack import JumpStack, JumpTrace, Routing
+
+register_envs()  # gymnasium.make("skipjump/Digits-v0", ...): see skipjump/env.py
 
 __all__ = [
     "JumpLayer",

@@ -23,6 +23,8 @@ class StraightThroughThreshold(torch.autograd.Function):
 
 def straight_through_threshold(x: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
     """Binary mask ``x > threshold`` whose gradient passes to ``x`` unchanged."""
+    if not (torch.is_grad_enabled() and x.requires_grad):  # a Python Function costs ~40 us a call
+        return (x > threshold).to(x.dtype)
     return StraightThroughThreshold.apply(x, threshold)
 
 
@@ -45,8 +47,8 @@ class MemoryGate(nn.Module):
         self.register_buffer("threshold", torch.tensor(float(threshold)))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        similarity = F.normalize(x, dim=-1) @ F.normalize(self.keys, dim=-1).T
-        attention = torch.softmax(similarity / math.sqrt(x.shape[-1]), dim=-1)
+        keys = F.normalize(self.keys, dim=-1) / math.sqrt(x.shape[-1])  # scaled here: (S, D), not (..., S)
+        attention = torch.softmax(F.normalize(x, dim=-1) @ keys.T, dim=-1)
         score = self.mix(torch.cat((attention @ self.values, self.mlp(x)), dim=-1))
         return straight_through_threshold(score, self.threshold), score
 

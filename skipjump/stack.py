@@ -7,7 +7,7 @@ a in {0..min(max_jump, L - 2 - i)} and moves to layer i + 1 + a: longer jumps wo
 the last layer, so they are one choice, not several. After layer L - 2 there is nothing to
 decide: the last layer runs.
 
-    work_mem <- g * work_mem + (1 - g) * mean_t(x),   g = sigmoid(linear(mean_t(x)))
+    work_mem <- g * work_mem + (1 - g) * mean_t(x),   g = sigmoid(linear(mean_t(x)))  (a lerp)
     x        <- x + w_s * x0 + (1 - w_s) * work_mem   if the jump skips s > 0 layers, if jump_mix
     out       = x + sigmoid(gate(x)) * mlp(layer_norm(x))
 
@@ -276,6 +276,7 @@ class JumpStack(nn.Module):
         entropy = x.new_zeros(b)
         h, work_mem = x, self.work_memory.expand(b, 1, -1)
         jump_mix = self.config.jump_mix and routing.mode != "full"
+        mix = self.mix_weights() if jump_mix else None
         probe = probe if state_policy and self.policy.extra else None
         all_rows = torch.arange(b, device=device) if routing.mode == "full" else None
 
@@ -302,28 +303,49 @@ class JumpStack(nn.Module):
                 pooled = masked_mean(hi, rows_mask) if state_policy or jump_mix else None
                 probing = probe is not None and i >= routing.first_decision
                 probed = probe.features(hi.detach(), rows_mask) if probing else None
-                a, logp, ent = self._decide(routing, i, pooled, rows, input_logits, probed)
+                a, logp, ent = self._decide(routing, i, pooled, rows, input_logits, probed)  # a skips a layers
                 actions[:, i].index_copy_(0, rows, a)
-                landing = (i + 1 + a).clamp(max=num_layers - 1)
-                skipped = landing - (i + 1)  # near the end, less than a
-                position.index_copy_(0, rows, landing)
+                position.index_copy_(0, rows, i + 1 + a)
                 if logp is not None:
                     log_probs = log_probs.index_add(0, rows, logp)
                     entropy = entropy.index_add(0, rows, ent)
                 if jump_mix:  # the working memory is read only here, so it is kept only then
-                    memory = pooled.unsqueeze(1)  # (N, 1, D)
-                    g = self.work_memory_gate(memory)
-                    wm = g * gather(work_mem) + (1 - g) * memory
+                    hi, wm = self.after_jump(hi, gather(x), gather(work_mem), pooled, a, mix)
                     work_mem = wm if everyone else work_mem.index_copy(0, rows, wm)
-                    jumped = (skipped > 0).to(hi.dtype)[:, None, None]  # a clamped jump skips nothing
-                    w = self.jump_weights[(skipped - 1).clamp(min=0)][:, None, None]
-                    hi = hi + jumped * (w * gather(x) + (1 - w) * wm)
 
             h = hi if everyone else h.index_copy(0, rows, hi)
 
-        out = h + self.final_gate(h) * self.final_mlp(self.final_norm(h))
+        out = self.output(h)
         probe_flops = 0.0 if probe is None else probe.flops
         return out, self._make_trace(routing, t, actions, executed, log_probs, entropy, features, probe_flops)
+
+    def mix_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per layers skipped s in 0..max_jump: the weight of x and of work_mem, (max_jump + 1,) each; 0 for s = 0."""
+        no_jump = self.jump_weights.new_zeros(1)
+        return torch.cat([no_jump, self.jump_weights]), torch.cat([no_jump, 1 - self.jump_weights])
+
+    def after_jump(
+        self,
+        hi: torch.Tensor,
+        x: torch.Tensor,
+        work_mem: torch.Tensor,
+        pooled: torch.Tensor,
+        skipped: torch.Tensor,
+        mix: tuple[torch.Tensor, torch.Tensor],
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The working memory update and the jump mix for N rows that decided to skip ``skipped`` (N,) layers.
+
+        hi, x (N, T, D): layer output and stack input; work_mem (N, 1, D); pooled (N, D) = mean_t(hi);
+        mix from :meth:`mix_weights`. Returns the new hi and work_mem.
+        """
+        memory = pooled.unsqueeze(1)  # (N, 1, D)
+        wm = torch.lerp(memory, work_mem, self.work_memory_gate(memory))
+        weight_x, weight_mem = mix[0][skipped].view(-1, 1, 1), mix[1][skipped].view(-1, 1, 1)
+        return torch.addcmul(torch.addcmul(hi, weight_x, x), weight_mem, wm), wm
+
+    def output(self, h: torch.Tensor) -> torch.Tensor:
+        """The final gated MLP, which every sample runs: (B, T, D) -> (B, T, D)."""
+        return h + self.final_gate(h) * self.final_mlp(self.final_norm(h))
 
     # -- accounting ------------------------------------------------------------------------
 

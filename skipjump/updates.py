@@ -66,8 +66,12 @@ class Updates:
 
     # -- pieces ----------------------------------------------------------------------------
 
+    def _train_mode(self) -> None:
+        if not self.model.training:  # train() walks every submodule: ~1 ms a step when repeated
+            self.model.train()
+
     def _step(self, params: list, optimizer: torch.optim.Optimizer, clip: float, name: str) -> None:
-        norm = torch.nn.utils.clip_grad_norm_(params, clip if clip > 0 else math.inf)
+        norm = torch.nn.utils.clip_grad_norm_(params, clip if clip > 0 else math.inf, foreach=True)
         check_finite(f"{name} gradient norm", norm)
         optimizer.step()
 
@@ -118,7 +122,7 @@ class Updates:
         self, inputs: torch.Tensor, targets: torch.Tensor, routing: Routing
     ) -> tuple[dict[str, float], JumpTrace]:
         """One network update on ``routing``'s paths; the policy is frozen (it may only pick them)."""
-        self.model.train()
+        self._train_mode()
         with frozen(self.policy_params):
             outputs, trace = self.model(inputs, routing)
         loss = self.task.per_sample_loss(outputs, targets)
@@ -135,7 +139,7 @@ class Updates:
         self, inputs: torch.Tensor, targets: torch.Tensor, first_decision: int = 0
     ) -> tuple[dict[str, float], JumpTrace]:
         """One REINFORCE update of the policy; the network is frozen and computes no gradients."""
-        self.model.train()
+        self._train_mode()
         with frozen(self.network_params):
             loss, stats, _, trace = self._policy_loss(inputs, targets, first_decision)
             self.policy_optimizer.zero_grad(set_to_none=True)
@@ -147,7 +151,7 @@ class Updates:
         self, inputs: torch.Tensor, targets: torch.Tensor, first_decision: int = 0
     ) -> tuple[dict[str, float], JumpTrace]:
         """Both updates from one forward pass, the network on all K sampled copies of the batch."""
-        self.model.train()
+        self._train_mode()
         policy_loss, stats, task_loss, trace = self._policy_loss(inputs, targets, first_decision)
         self.network_optimizer.zero_grad(set_to_none=True)
         self.policy_optimizer.zero_grad(set_to_none=True)
@@ -159,7 +163,7 @@ class Updates:
 
     def imitate(self, inputs: torch.Tensor, actions: torch.Tensor) -> dict[str, float]:
         """One behaviour-cloning update of the policy towards the paths ``actions`` (B, L - 1)."""
-        self.model.train()
+        self._train_mode()
         with frozen(self.network_params):
             _, trace = self.model(inputs, Routing("imitate", actions=actions))
             loss = -trace.log_probs.mean()

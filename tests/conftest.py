@@ -11,7 +11,7 @@ from skipjump.config import Config, from_dict
 from skipjump.trainer import Trainer, build
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIG = str(ROOT / "experiments" / "configs" / "digits.yaml")
+CONFIG = str(ROOT / "skipjump" / "configs" / "digits.yaml")
 sys.path.insert(0, str(ROOT / "experiments"))
 
 TINY = [  # a model small enough for many short runs per test; everything else at the defaults

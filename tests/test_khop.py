@@ -16,7 +16,7 @@ from skipjump.stack import Routing
 from skipjump.tasks import KHopTask, make_task
 from skipjump.tasks.khop import follow
 
-KHOP_CONFIG = str(ROOT / "experiments" / "configs" / "khop.yaml")
+KHOP_CONFIG = str(ROOT / "skipjump" / "configs" / "khop.yaml")
 
 
 def test_generated_samples_answer_the_pointer_chase_they_describe():
