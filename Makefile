@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test format bench clean
+.PHONY: demo test format bench notebook clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ test: $(STAMP)
 format: $(STAMP)
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
+
+notebook: $(STAMP)  # JupyterLab is an optional extra: installed here, not by make test
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev,notebook]"
+	$(VENV)/bin/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) notebooks/skip_behaviour.ipynb
 
 bench: $(STAMP)
 	$(PY) experiments/bench_speed.py

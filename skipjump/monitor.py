@@ -78,6 +78,7 @@ class Monitor:
             samples = results["greedy"].samples
             actions, executed = torch.from_numpy(samples["actions"]), torch.from_numpy(samples["executed"])
             self.run.jump_histograms(step, actions, executed, "eval_jumps")
+            self.run.depth_figure(step, executed)
 
     def save(self, trainer: Trainer) -> None:
         trainer.updates.check_parameters()  # a NaN never reaches a checkpoint

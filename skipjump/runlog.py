@@ -3,7 +3,9 @@
 RUN_DIR/config.yaml        the resolved config
 RUN_DIR/metrics.jsonl      one JSON object per logging step
 RUN_DIR/events.out.tfevents.*   TensorBoard: scalars grouped train/ policy/ gates/ eval/,
-                           histograms jumps/layer<i>, jumps/depth, jumps/layer_usage
+                           histograms jumps/layer<i>, jumps/depth, jumps/layer_usage; the share of
+                           each action after each layer as scalars jumps_share/layer<i>/action<a>
+                           (one Custom Scalars chart per layer); eval_jumps/depth_bars images
 RUN_DIR/summary.json       final evaluation, one entry per evaluated policy
 RUN_DIR/traces/<policy>.npz  per-sample evaluation paths
 RUN_DIR/checkpoints/last.pt
@@ -21,6 +23,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 from skipjump.checkpoint import save_checkpoint
 from skipjump.config import Config, to_yaml
+from skipjump.plots import depth_bars
 
 
 def hyperparameter_table(config: Config) -> str:
@@ -65,6 +68,17 @@ class RunLog:
         self.writer = SummaryWriter(str(self.dir), purge_step=purge_step)
         if self.resume_step is None:
             self.writer.add_text("hyperparameters", hyperparameter_table(self.config))
+            self.writer.add_custom_scalars(self.share_layout())
+
+    def share_layout(self) -> dict:
+        """Custom Scalars: one chart per layer holding the share of each of its jump actions."""
+        return {
+            f"{prefix}_share ({what})": {
+                f"after layer {i}": ["Multiline", [rf"{prefix}_share/layer{i}/action\d+"]]
+                for i in range(self.num_layers - 2)  # after layer L - 2 nothing is decided
+            }
+            for prefix, what in (("jumps", "sampled in training"), ("eval_jumps", "greedy on the test split"))
+        }
 
     def _trim_metrics(self, last_step: int) -> None:
         path = self.dir / "metrics.jsonl"
@@ -94,10 +108,18 @@ class RunLog:
             decided = actions[:, i][actions[:, i] >= 0]
             if decided.numel():  # add_histogram raises on empty input
                 self.writer.add_histogram(f"{prefix}/layer{i}", decided.numpy(), step, bins=action_bins)
+                shares = torch.bincount(decided, minlength=self.max_jump + 1).float() / decided.numel()
+                for a, share in enumerate(shares.tolist()):  # histograms re-bin integers into ramps
+                    self.writer.add_scalar(f"{prefix}_share/layer{i}/action{a}", share, step)
         depth_bins = np.arange(0.5, self.num_layers + 1.0)
         self.writer.add_histogram(f"{prefix}/depth", executed.sum(dim=1).numpy(), step, bins=depth_bins)
         usage = torch.nonzero(executed)[:, 1].numpy()
         self.writer.add_histogram(f"{prefix}/layer_usage", usage, step, bins=np.arange(-0.5, self.num_layers))
+
+    def depth_figure(self, step: int, executed: torch.Tensor, tag: str = "eval_jumps/depth_bars") -> None:
+        """The distribution of layers run, as a bar chart (TensorBoard's histograms blur integers)."""
+        depth = executed.sum(dim=1).numpy()
+        self.writer.add_figure(tag, depth_bars(depth, self.num_layers, f"layers run, step {step}"), step)
 
     def write_summary(self, step: int, summaries: dict[str, dict], samples: dict[str, dict[str, np.ndarray]]) -> None:
         (self.dir / "summary.json").write_text(json.dumps({"step": step, **summaries}, indent=2) + "\n")

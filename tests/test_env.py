@@ -185,13 +185,16 @@ def test_env_agent_trains_through_the_env_and_reports_the_table(tiny_run, tmp_pa
     import env_agent
 
     out = tmp_path / "agent.json"
-    assert env_agent.main([str(tiny_run), "--updates", "3", "--envs", "8", "--out", str(out)]) == 0
+    assert env_agent.main([str(tiny_run), "--updates", "3", "--envs", "8", "--seeds", "0", "1", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    for row in ("in-model policy (greedy)", "random_matched", "REINFORCE through the env (greedy)"):
+    for row in ("in-model policy (greedy)", "random_matched", "REINFORCE through the env, seed 0"):
         assert row in printed
     result = json.loads(out.read_text())
     assert result["lam"] == pytest.approx(JumpEnv(str(tiny_run)).episodes.lam)
-    assert 0.0 < result["rows"]["REINFORCE through the env (greedy)"]["compute_fraction"] < 1.1  # decisions cost too
+    seeds = [result["rows"][f"REINFORCE through the env, seed {s}"]["reward"] for s in (0, 1)]
+    assert result["rows"]["REINFORCE through the env, mean"]["reward"] == pytest.approx(np.mean(seeds))
+    assert len(result["below_in_model"]) == 2
+    assert 0.0 < result["rows"]["REINFORCE through the env, seed 0"]["compute_fraction"] < 1.1  # decisions cost too
     assert env_agent.main(["/nonexistent/run"]) == 2
 
 

@@ -55,6 +55,12 @@ def to_patches(images: torch.Tensor, patch: int) -> torch.Tensor:
     return images.reshape(n, grid, patch, grid, patch).permute(0, 1, 3, 2, 4).reshape(n, grid * grid, patch * patch)
 
 
+def from_patches(patches: torch.Tensor, patch: int) -> torch.Tensor:
+    """The inverse of :func:`to_patches`: (N, (8 / patch)^2, patch^2) -> (N, 8, 8)."""
+    n, grid = patches.shape[0], 8 // patch
+    return patches.reshape(n, grid, grid, patch, patch).permute(0, 1, 3, 2, 4).reshape(n, 8, 8)
+
+
 class PatchEmbedding(nn.Module):
     """(N, T, patch^2) -> (N, T, D): linear projection plus a learned position embedding."""
 
