@@ -2,9 +2,11 @@
 
     python experiments/bench_env.py [RUN_DIR] [--envs 64] [--rounds 5] [--steps 400] [--out FILE]
 
-A step is one jump decision of one input. Random actions; each round times ``--steps`` steps of
-the single environment and ``--steps`` batched steps of the vector environment (each moving
-``--envs`` inputs), interleaved; medians over rounds. Without RUN_DIR the untrained network of
+A step is one jump decision of one input. Actions are drawn uniformly among each input's
+distinct landings (``info["action_mask"]``) in both environments, so both play the same kind of
+episode; each round times ``--steps`` steps of the single environment and ``--steps / 4``
+batched steps of the vector environment (each moving ``--envs`` inputs), interleaved; medians
+over rounds. Without RUN_DIR the untrained network of
 the shipped digits config is used (the speed depends on the paths taken, not on training).
 """
 
@@ -23,21 +25,26 @@ from skipjump.provenance import provenance
 from skipjump.runs import LOAD_ERRORS
 
 
+def random_actions(masks: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """(N, A) bool -> (N,) an action drawn uniformly among each row's allowed ones."""
+    return np.argmax(rng.random(masks.shape) * masks, axis=-1)
+
+
 def single_rate(env: JumpEnv, steps: int, rng: np.random.Generator) -> float:
     _, info = env.reset(seed=int(rng.integers(1 << 30)))
     started = time.perf_counter()
     for _ in range(steps):
-        _, _, done, _, info = env.step(int(rng.choice(np.flatnonzero(info["action_mask"]))))
+        _, _, done, _, info = env.step(int(random_actions(info["action_mask"][None], rng)[0]))
         if done:
             _, info = env.reset()
     return steps / (time.perf_counter() - started)
 
 
 def vector_rate(envs: JumpVectorEnv, steps: int, rng: np.random.Generator) -> float:
-    envs.reset(seed=int(rng.integers(1 << 30)))
+    _, info = envs.reset(seed=int(rng.integers(1 << 30)))
     started = time.perf_counter()
     for _ in range(steps):
-        envs.step(rng.integers(envs.single_action_space.n, size=envs.num_envs))
+        _, _, _, _, info = envs.step(random_actions(info["action_mask"], rng))
     return steps * envs.num_envs / (time.perf_counter() - started)
 
 

@@ -6,7 +6,10 @@
    leave-one-out baseline over ``--samples`` paths per input, normalised advantages, entropy
    bonus) trains a small MLP on the run's held-out policy rows, through
    :class:`~skipjump.env.JumpVectorEnv`, with the reward weight lam the run ended with. Each
-   update plays one episode in each of ``--envs`` environments.
+   update plays one episode in each of ``--envs`` environments. ``--match-compute`` instead adapts
+   lam during training as the trainer does, holding compute at the run's ``target_compute``
+   (then the in-model policy and the env's run at about the same compute); rewards are always
+   scored with the run's final lam.
 2. ``--ppo-steps N`` (needs the optional extra: ``pip install -e .[agents]``) also trains
    Stable-Baselines3's PPO for N environment steps on the same environment.
 3. Every policy is run greedily on the whole test split, next to the run's in-model policy and
@@ -88,7 +91,10 @@ def train_reinforce(source: Source, args: argparse.Namespace, seed: int) -> Mask
     k = args.samples
     envs = JumpVectorEnv(args.envs // k * k, source=source, split="policy")
     policy = MaskedPolicy(envs.single_observation_space.shape[0], envs.single_action_space.n)
-    config = AgentConfig(baseline="leave_one_out", samples=k, target_compute=None, lam=source.lam, lr=args.lr)
+    target = source.config.agent.target_compute if args.match_compute else None
+    lam_lr = source.config.agent.lam_lr
+    config = AgentConfig(baseline="leave_one_out", samples=k, target_compute=target, lam=source.lam, lam_lr=lam_lr)
+    config.lr = args.lr
     agent = ReinforceAgent(config, source.config.model.dims)
     optimizer = torch.optim.Adam(policy.parameters(), lr=config.lr)
     rng = np.random.default_rng(seed)
@@ -119,6 +125,8 @@ def train_reinforce(source: Source, args: argparse.Namespace, seed: int) -> Mask
         loss.backward()
         nn.utils.clip_grad_norm_(policy.parameters(), config.grad_clip)
         optimizer.step()
+        agent.adapt_lam(trace.compute_fraction)  # --match-compute: the trainer's dual ascent; else a no-op
+        envs.episodes.lam = float(agent.lam)
         bar.set_postfix(reward=f"{stats['policy/reward']:+.3f}", compute=f"{float(trace.compute_fraction.mean()):.2f}")
     return policy
 
@@ -170,6 +178,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--envs", type=int, default=256, help="environments (episodes per update)")
     parser.add_argument("--samples", type=int, default=4, help="K: environments per input (leave-one-out)")
     parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument(
+        "--match-compute",
+        action="store_true",
+        help="hold compute at the run's target_compute by the trainer's dual ascent on lam (default: the final lam)",
+    )
     parser.add_argument("--ppo-steps", type=int, default=0, help="> 0: also train SB3's PPO for this many env steps")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="REINFORCE runs (PPO: the first seed)")
     parser.add_argument("--out", metavar="FILE", help="also write the table as JSON, with how it was made")
@@ -178,9 +191,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--updates must be >= 1, --samples >= 2 and --envs >= --samples")
     try:
         source = load_source(args.run_dir)
+        if args.match_compute and source.config.agent.target_compute is None:
+            raise ValueError(f"{args.run_dir} has no agent.target_compute to match")
     except (*LOAD_ERRORS, ValueError) as error:
         print(f"env_agent.py: {error}", file=sys.stderr)
         return 2
+    name = "REINFORCE through the env" + (", compute matched" if args.match_compute else "")
 
     rows: dict[str, dict[str, float]] = {}
     rows["in-model policy (greedy)"] = greedy = evaluate_in_model(source, Routing("greedy"))
@@ -195,12 +211,12 @@ def main(argv: list[str] | None = None) -> int:
         policy = train_reinforce(source, args, seed)
         seconds[f"reinforce_seed{seed}"] = time.perf_counter() - started
         with torch.no_grad():
-            rows[f"REINFORCE through the env, seed {seed}"] = evaluate_env(
+            rows[f"{name}, seed {seed}"] = evaluate_env(
                 source, lambda obs, mask, policy=policy: policy(obs, mask).argmax(dim=-1).numpy()
             )
-    ours = [rows[f"REINFORCE through the env, seed {seed}"] for seed in args.seeds]
+    ours = [rows[f"{name}, seed {seed}"] for seed in args.seeds]
     if len(ours) > 1:
-        rows["REINFORCE through the env, mean"] = {
+        rows[f"{name}, mean"] = {
             key: float(np.mean([r[key] for r in ours])) for key in ("reward", "accuracy", "compute_fraction")
         } | {"reward_sem": float(np.std([r["reward"] for r in ours], ddof=1))}
     if args.ppo_steps > 0:
@@ -212,11 +228,11 @@ def main(argv: list[str] | None = None) -> int:
     gap = greedy["reward"] - rows["random_matched"]["reward"]
     below = [greedy["reward"] - r["reward"] for r in ours]  # > 0: the env's policy earns less
     print(f"{args.run_dir}: lam {source.lam:.4f}, {len(source.splits['policy'])} policy rows; test split")
-    print(f"{'policy':<40} {'reward':>16} {'accuracy':>9} {'compute':>8}")
-    for name, r in rows.items():
-        spread = "sd" if name.endswith("mean") else "±"  # a mean row carries the spread over seeds
+    print(f"{'policy':<52} {'reward':>16} {'accuracy':>9} {'compute':>8}")
+    for label, r in rows.items():
+        spread = "sd" if label.endswith("mean") else "±"  # a mean row carries the spread over seeds
         reward = f"{r['reward']:+.4f} {spread} {r['reward_sem']:.4f}"
-        print(f"{name:<40} {reward:>16} {r['accuracy']:>8.2%} {r['compute_fraction']:>8.3f}")
+        print(f"{label:<52} {reward:>16} {r['accuracy']:>8.2%} {r['compute_fraction']:>8.3f}")
     met = max(below) <= 0.1 * gap
     print(
         f"target: env policy's reward at most 0.1 x (in-model - random_matched) = {0.1 * gap:.4f} below the "

@@ -5,7 +5,8 @@
 Writes layer_rates.png (execution rate of each layer: greedy, random_matched, static_matched),
 jumps_over_training.png (the share of each jump action after layer 0 and after a middle layer,
 3 of 8, and of each depth, over training, from the TensorBoard event files) and
-extreme_inputs.png (the test digits that ran the fewest and the most layers). The same plots as
+extreme_inputs.png (the test digits that ran the fewest and the most layers), and figures.txt
+(layers run against accuracy, the digits shown, the command). The same plots as
 notebooks/skip_behaviour.ipynb.
 """
 
@@ -18,6 +19,7 @@ from pathlib import Path
 from matplotlib.figure import Figure
 
 from skipjump import analysis, plots
+from skipjump.provenance import provenance
 from skipjump.runs import LOAD_ERRORS
 
 
@@ -50,6 +52,18 @@ def write_figures(run_dir: str | Path, out: Path) -> list[Path]:
         plots.digits(top, extremes[0], "test digits that ran the fewest layers")
         plots.digits(bottom, extremes[1], "test digits that ran the most layers")
         save(fig, "extreme_inputs.png")
+    lines = [f"{provenance()['command']}  ({provenance()['date']}, torch {provenance()['torch']})", ""]
+    lines.append("greedy on the test split: layers run -> inputs, accuracy")
+    lines += [
+        f"  {n}: {count} inputs, {accuracy:.2%}"
+        for n, (count, accuracy) in analysis.accuracy_by_layers(run_dir).items()
+    ]
+    if extremes is not None:
+        for examples, what in zip(extremes, ("fewest", "most")):
+            shown = ", ".join(f"{e.label} ({e.layers})" for e in examples)
+            lines.append(f"shown for the {what} layers (first in test order among ties), label (layers): {shown}")
+    (out / "figures.txt").write_text("\n".join(lines) + "\n")
+    written.append(out / "figures.txt")
     return written
 
 

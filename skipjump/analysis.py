@@ -104,22 +104,19 @@ def histograms(run_dir: str | Path, tag: str) -> Histograms:
     """
     from tensorboard.backend.event_processing.event_accumulator import HISTOGRAMS, EventAccumulator
 
-    files = sorted(Path(run_dir).glob("events.out.tfevents.*"))
-    if not files:
+    if not any(Path(run_dir).glob("events.out.tfevents.*")):
         raise TraceError(f"{run_dir}: no TensorBoard event files")
-    events = []
-    for path in files:
-        accumulator = EventAccumulator(str(path), size_guidance={HISTOGRAMS: 0})
-        accumulator.Reload()
-        if tag in accumulator.Tags()[HISTOGRAMS]:
-            events += accumulator.Histograms(tag)
-    if not events:
+    accumulator = EventAccumulator(str(run_dir), size_guidance={HISTOGRAMS: 0})  # every file; resumes purged
+    accumulator.Reload()
+    if tag not in accumulator.Tags()[HISTOGRAMS]:
         raise TraceError(f"{run_dir}: no histogram {tag!r} in the event files")
-    by_step = {event.step: event.histogram_value for event in events}  # a resumed run may repeat a step
+    events = sorted(accumulator.Histograms(tag), key=lambda event: event.step)
+    by_step = {event.step: event.histogram_value for event in events}
     tables = []
     for value in by_step.values():
         table = Counter()
-        for limit, count in zip(value.bucket_limit, value.bucket):
+        # the first bucket is an empty one TensorBoard adds on the left: it would decode to a value never seen
+        for limit, count in zip(value.bucket_limit[1:], value.bucket[1:]):
             table[int(round(limit - 0.5))] += int(round(count))
         tables.append(table)
     values = np.array(sorted({v for table in tables for v in table if v >= 0}))
@@ -137,7 +134,8 @@ class Example:
 
 def extreme_inputs(run_dir: str | Path, policy: str = "greedy", count: int = 6) -> tuple[list, list] | None:
     """The ``count`` test inputs that ran the fewest and the most layers, as digit images (None
-    for a task without images). Rebuilds the test split from config.yaml (no download)."""
+    for a task without images); among ties, the first in test order. Rebuilds the test split
+    from config.yaml (no download)."""
     config = load(Path(run_dir) / "config.yaml")
     if config.task.name != "digits":
         return None
@@ -147,6 +145,7 @@ def extreme_inputs(run_dir: str | Path, policy: str = "greedy", count: int = 6) 
         raise TraceError(f"{run_dir}: traces/{policy}.npz does not match the test split config.yaml rebuilds")
     images = from_patches(test.inputs, config.task.patch).numpy()
     order = np.argsort(trace["layers_executed"], kind="stable")
+    most = np.argsort(-trace["layers_executed"], kind="stable")
 
     def examples(rows: np.ndarray) -> list[Example]:
         return [
@@ -154,7 +153,7 @@ def extreme_inputs(run_dir: str | Path, policy: str = "greedy", count: int = 6) 
             for i in rows
         ]
 
-    return examples(order[:count]), examples(order[::-1][:count])
+    return examples(order[:count]), examples(most[:count])
 
 
 def oracle_gap(run_dir: str | Path) -> dict[str, float] | None:

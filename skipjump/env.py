@@ -12,8 +12,9 @@ trained, frozen network, one step per jump decision.
                  at the end, so an episode's return is unchanged
     info         at the end: row, label, loss, correct, layers, compute_fraction, actions, executed
 
-Each decision is charged the built-in policy's FLOPs (``decision_flops``), as in the trainer's
-reward, so rewards compare with the in-model policy's; pass 0 to charge nothing.
+Each decision is charged the built-in policy's FLOPs (``decision_flops``; a run with the seed's
+input policy is charged one call per input), as in the trainer's reward, so rewards compare with
+the in-model policy's; pass 0 to charge nothing.
 :class:`JumpVectorEnv` moves N episodes through the real batched stack: each step gathers the
 rows at each layer with ``index_select``, so skipped rows are never computed.
 
@@ -106,13 +107,15 @@ class Episodes:
         self.stack = model.stack
         c = source.config.model
         self.num_layers, self.max_jump = c.num_layers, c.max_jump
+        if self.num_layers < 3:
+            raise ValueError(f"an environment needs a stack of at least 3 layers (a decision), got {self.num_layers}")
         with torch.no_grad():
             x = model.embed(self.split.inputs[:1])
         self.tokens, dims = x.shape[1], x.shape[2]
         probe_flops = model.probe_flops(self.tokens) if c.policy_confidence else 0.0
-        self.decision_flops = (
-            self.stack.policy.flops(self.tokens) + probe_flops if decision_flops is None else decision_flops
-        )
+        policy_flops = self.stack.policy.flops(self.tokens) + probe_flops
+        self.decision_flops = policy_flops if decision_flops is None else decision_flops
+        self.one_call = c.policy_inputs == "input"  # the seed's policy: one call per input, as the trainer charges
         self.full_flops = self.stack.full_depth_flops(self.tokens)
         self.obs_dims = dims + (2 if c.policy_confidence else 0) + 2
         self.rows = torch.zeros(slots, dtype=torch.long)
@@ -123,10 +126,7 @@ class Episodes:
         self.executed = torch.zeros(slots, self.num_layers, dtype=torch.bool)
         self.actions = torch.full((slots, self.num_layers - 1), -1, dtype=torch.long)
         self.paid = torch.zeros(slots)  # shaped reward handed out so far
-
-    @property
-    def lam(self) -> float:
-        return self.source.lam
+        self.lam = source.lam  # the reward's weight of compute saved; an agent may adapt it (env_agent.py)
 
     @torch.no_grad()
     def start(self, slots: torch.Tensor, rows: torch.Tensor) -> None:
@@ -180,7 +180,8 @@ class Episodes:
     def spent(self, slots: torch.Tensor) -> torch.Tensor:
         """(S,) FLOPs spent so far over full depth: layers run and decisions made (the final MLP once finished)."""
         executed = self.executed[slots].float()
-        decisions = (self.actions[slots] >= 0).sum(dim=1).float() * self.decision_flops
+        calls = torch.ones(len(slots)) if self.one_call else (self.actions[slots] >= 0).sum(dim=1).float()
+        decisions = calls * self.decision_flops
         final = self.finished(slots).float() * self.stack.final_flops(self.tokens)
         return (executed @ self.stack.layer_flops(self.tokens) + decisions + final) / self.full_flops
 
@@ -347,14 +348,20 @@ class JumpVectorEnv(VectorEnv):
         if rows is None:
             rows = self.np_random.integers(size, size=self.num_envs)
         rows = np.asarray(rows)
-        if rows.shape != (self.num_envs,) or rows.min() < 0 or rows.max() >= size:
+        integers = np.issubdtype(rows.dtype, np.integer)
+        if rows.shape != (self.num_envs,) or not integers or not 0 <= rows.min() <= rows.max() < size:
             raise ValueError(f"rows must be {self.num_envs} integers in [0, {size - 1}]")
         self.episodes.start(self._all, torch.as_tensor(rows, dtype=torch.long))
         return self.episodes.observe(self._all), {"action_mask": self.episodes.action_mask(self._all)}
 
     def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]:
         actions = np.asarray(actions)
-        if actions.shape != (self.num_envs,) or not self.action_space.contains(actions.astype(np.int64)):
+        integers = np.issubdtype(actions.dtype, np.integer)
+        if (
+            actions.shape != (self.num_envs,)
+            or not integers
+            or not self.action_space.contains(actions.astype(np.int64))
+        ):
             n = self.single_action_space.n
             raise ValueError(f"actions must be {self.num_envs} integers in [0, {n - 1}], got {actions!r}")
         rewards = self.episodes.step(self._all, torch.as_tensor(actions, dtype=torch.long))

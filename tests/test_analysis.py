@@ -61,6 +61,8 @@ def test_event_file_histograms_are_exact_counts(run_dir):
         for step, share in zip(hist.steps, hist.shares()[:, a]):
             assert share == pytest.approx(logged[step], abs=1e-6)
     depth = analysis.histograms(run_dir, "eval_jumps/depth")
+    for table in (hist, depth):  # no value decoded from TensorBoard's empty left bucket
+        assert (table.counts.sum(axis=0) > 0).all()
     greedy = read_trace(run_dir, "greedy")  # the last evaluation is the final one's greedy pass
     final = {int(v): int(c) for v, c in zip(depth.values, depth.counts[-1]) if c}
     assert final == {int(v): int(c) for v, c in zip(*np.unique(greedy["layers_executed"], return_counts=True))}

@@ -16,10 +16,23 @@ from skipjump.env import JumpEnv, JumpVectorEnv, load_source
 from skipjump.reward import jump_reward
 from skipjump.stack import Routing
 
+SIX = ("model.num_layers=6", "model.max_jump=3")
+VARIANTS = {  # policy designs and stack options the environment must reproduce
+    "state policy": (),
+    "head confidence": ("model.policy_confidence=true",),
+    "no jump mix": ("model.jump_mix=false",),
+    "the seed's input policy": ("model.policy_inputs=input",),
+}
+
 
 @pytest.fixture(scope="module")
 def source():
-    return load_source(config=tiny_config("model.num_layers=6", "model.max_jump=3"))
+    return load_source(config=tiny_config(*SIX))
+
+
+@pytest.fixture(scope="module", params=list(VARIANTS))
+def variant(request):
+    return load_source(config=tiny_config(*SIX, *VARIANTS[request.param]))
 
 
 @pytest.fixture(scope="module")
@@ -49,9 +62,11 @@ def test_the_single_env_passes_gymnasiums_checker(source):
 
 
 @pytest.mark.parametrize("actions", [[0, 0, 0, 0, 0], [1, 3, 2, 0, 0], [3, 3, 3, 3, 3], [2, 0, 1, 0, 0]])
-def test_fixed_actions_give_the_models_logits_and_reward(source, actions):
+def test_fixed_actions_give_the_models_logits_and_reward(variant, actions):
     """Stepping the env equals the model's fixed routing (rewards charging no decision) and the
-    imitate routing (charging the built-in policy per decision, as the trainer does)."""
+    imitate routing (charging the built-in policy as the trainer does: per decision, or once per
+    input for the seed's input policy; with the head's probe when the policy reads it)."""
+    source = variant
     model, split, lam, agent = source.model, source.splits["test"], source.lam, source.config.agent
     row = 5
     for decision_flops, mode in ((0.0, "fixed"), (None, "imitate")):
@@ -76,8 +91,24 @@ def test_actions_past_the_last_layer_land_on_it(source):
     infos = [play(env, [0, 0, 0, a], row=2)[1] for a in (1, 2, 3)]
     assert all(info["layers"] == 5 for info in infos)
     assert [int(i["actions"][3]) for i in infos] == [1, 1, 1]
-    _, info = env.reset(seed=0, options={"row": 2})
-    assert info["action_mask"].tolist() == [True, True, True, True]
+    env.reset(seed=0, options={"row": 2})
+    masks = [env.step(0)[4]["action_mask"].tolist() for _ in range(3)]  # at layers 1, 2 and 3
+    assert masks == [[True] * 4, [True, True, True, False], [True, True, False, False]]
+
+
+def test_the_observation_is_what_the_state_policy_reads(variant):
+    """obs = [mean over tokens of layer 0's output, (the head's confidence), layer / (L - 1), compute spent]."""
+    env = JumpEnv(source=variant, split="test")
+    obs, _ = env.reset(seed=0, options={"row": 4})
+    model = variant.model
+    with torch.no_grad():
+        hidden = model.stack.layers[0](model.embed(variant.splits["test"].inputs[4:5]))
+        expected = [hidden.mean(dim=1)]
+        if variant.config.model.policy_confidence:
+            expected.append(model.probe(hidden))
+    expected = torch.cat(expected, dim=1)[0].numpy()
+    np.testing.assert_allclose(obs[: len(expected)], expected, rtol=1e-5, atol=1e-6)
+    assert obs[-2] == 0.0 and 0.0 < obs[-1] < 0.2  # at layer 0, one layer (and no decision) spent
 
 
 def test_shaping_moves_reward_earlier_but_keeps_the_return(source):
@@ -169,6 +200,12 @@ def test_a_broken_run_directory_is_one_line(tiny_run, tmp_path):
     assert "\n" not in str(error.value)
 
 
+def test_a_stack_without_decisions_is_refused():
+    source = load_source(config=tiny_config("model.num_layers=2", "model.max_jump=1"))
+    with pytest.raises(ValueError, match="at least 3 layers"):
+        JumpEnv(source=source)
+
+
 @pytest.mark.parametrize("action", [4, -1, 1.5, "1"])
 def test_an_action_outside_the_space_is_one_line(source, action):
     env = JumpEnv(source=source)
@@ -177,8 +214,11 @@ def test_an_action_outside_the_space_is_one_line(source, action):
         env.step(action)
     vec = JumpVectorEnv(2, source=source)
     vec.reset(seed=0)
-    with pytest.raises(ValueError, match="actions must be 2 integers"):
-        vec.step(np.array([0, 4]))
+    for bad in (np.array([0, 4]), np.array([0.0, 1.5]), np.array([1])):
+        with pytest.raises(ValueError, match="actions must be 2 integers"):
+            vec.step(bad)
+    with pytest.raises(ValueError, match="rows must be 2 integers"):
+        vec.reset(options={"rows": np.array([0.5, 1.0])})
 
 
 def test_env_agent_trains_through_the_env_and_reports_the_table(tiny_run, tmp_path, capsys):
