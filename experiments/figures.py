@@ -53,6 +53,10 @@ def write_figures(run_dir: str | Path, out: Path) -> list[Path]:
         plots.digits(bottom, extremes[1], "test digits that ran the most layers")
         save(fig, "extreme_inputs.png")
     lines = [f"{provenance()['command']}  ({provenance()['date']}, torch {provenance()['torch']})", ""]
+    lines.append("share of test inputs that ran each layer:")
+    lines += [
+        f"  {name:<15} " + " ".join(f"{r:.2f}" for r in rate) for name, rate in analysis.layer_rates(run_dir).items()
+    ]
     lines.append("greedy on the test split: layers run -> inputs, accuracy")
     lines += [
         f"  {n}: {count} inputs, {accuracy:.2%}"
