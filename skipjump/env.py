@@ -35,12 +35,13 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from skipjump.checkpoint import CheckpointError, load_module_state, random_states, set_random_states
+from skipjump.checkpoint import CheckpointError, random_states, set_random_states
 from skipjump.config import Config, load
+from skipjump.evaluate import sequence_length
 from skipjump.registration import ENV_IDS
 from skipjump.reward import jump_reward
 from skipjump.runlog import checkpoint_path
-from skipjump.runs import read_run
+from skipjump.runs import load_trained
 from skipjump.stack import JumpTrace
 from skipjump.tasks import JumpModel, Split, Task
 from skipjump.trainer import build
@@ -67,16 +68,15 @@ def load_source(run_dir: str | Path | None = None, task: str | None = None, conf
     saved = random_states()
     try:
         if run_dir is not None:
-            config, state = read_run(run_dir)
+            trainer, state = load_trained(run_dir)
+            config = trainer.config
             if task is not None and config.task.name != task:
                 hint = ENV_IDS.get(config.task.name, "its own id")
                 raise ValueError(f"{run_dir} trained task {config.task.name!r}, not {task!r}: use {hint}")
-            trainer = build(config)
-            path = checkpoint_path(run_dir)
-            load_module_state(trainer.model, state["model"], path, "the model")
             try:
                 lam = float(state["updates"]["agent"]["lam"])
             except (KeyError, TypeError, ValueError):
+                path = checkpoint_path(run_dir)
                 raise CheckpointError(f"{path}: no reward weight (updates.agent.lam) in the checkpoint") from None
         else:
             if config is None:
@@ -99,7 +99,15 @@ class Episodes:
     next action triggers; x (N, T, D) the stack input; work_mem (N, 1, D) the working memory.
     """
 
-    def __init__(self, source: Source, split: str, slots: int, shaped: bool, decision_flops: float | None) -> None:
+    def __init__(
+        self,
+        source: Source,
+        split: str,
+        slots: int,
+        shaped: bool = False,
+        decision_flops: float | None = None,
+        lam: float | None = None,
+    ) -> None:
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         self.source, self.split, self.shaped = source, source.splits[split], shaped
@@ -109,24 +117,26 @@ class Episodes:
         self.num_layers, self.max_jump = c.num_layers, c.max_jump
         if self.num_layers < 3:
             raise ValueError(f"an environment needs a stack of at least 3 layers (a decision), got {self.num_layers}")
-        with torch.no_grad():
-            x = model.embed(self.split.inputs[:1])
-        self.tokens, dims = x.shape[1], x.shape[2]
+        self.tokens, dims = sequence_length(model, self.split), c.dims
         probe_flops = model.probe_flops(self.tokens) if c.policy_confidence else 0.0
         policy_flops = self.stack.policy.flops(self.tokens) + probe_flops
         self.decision_flops = policy_flops if decision_flops is None else decision_flops
         self.one_call = c.policy_inputs == "input"  # the seed's policy: one call per input, as the trainer charges
         self.full_flops = self.stack.full_depth_flops(self.tokens)
         self.obs_dims = dims + (2 if c.policy_confidence else 0) + 2
+        with torch.no_grad():  # the network is frozen: these are constants
+            self.mix = self.stack.mix_weights()
+            flops = self.stack.layer_flops(self.tokens)
+            self.flops_before = torch.cat([flops.new_zeros(1), flops.cumsum(0)])  # [i]: layers 0..i-1
         self.rows = torch.zeros(slots, dtype=torch.long)
-        self.x = x.new_zeros(slots, self.tokens, dims)
+        self.x = torch.zeros(slots, self.tokens, dims)
         self.h = torch.zeros_like(self.x)
-        self.work_mem = x.new_zeros(slots, 1, dims)
+        self.work_mem = torch.zeros(slots, 1, dims)
         self.layer = torch.zeros(slots, dtype=torch.long)
         self.executed = torch.zeros(slots, self.num_layers, dtype=torch.bool)
         self.actions = torch.full((slots, self.num_layers - 1), -1, dtype=torch.long)
         self.paid = torch.zeros(slots)  # shaped reward handed out so far
-        self.lam = source.lam  # the reward's weight of compute saved; an agent may adapt it (env_agent.py)
+        self.lam = source.lam if lam is None else float(lam)  # compute saved's weight; an agent may adapt it
 
     @torch.no_grad()
     def start(self, slots: torch.Tensor, rows: torch.Tensor) -> None:
@@ -148,15 +158,13 @@ class Episodes:
         if self.source.config.model.jump_mix:
             h = self.h[slots]
             mixed, self.work_mem[slots] = self.stack.after_jump(
-                h, self.x[slots], self.work_mem[slots], h.mean(dim=1), a, self.stack.mix_weights()
+                h, self.x[slots], self.work_mem[slots], h.mean(dim=1), a, self.mix
             )
             self.h[slots] = mixed
         self._run(slots, layer + 1 + a)
         if not self.shaped:
             return torch.zeros(len(slots))
-        flops = self.stack.layer_flops(self.tokens)
-        cumulative = torch.cat([flops.new_zeros(1), flops.cumsum(0)])
-        saved = (cumulative[layer + 1 + a] - cumulative[layer + 1]) / self.full_flops
+        saved = (self.flops_before[layer + 1 + a] - self.flops_before[layer + 1]) / self.full_flops
         pay = self.lam * saved
         self.paid[slots] += pay
         return pay
@@ -239,6 +247,11 @@ class Episodes:
         return rewards - self.paid[slots], info
 
 
+def _episodes(slots: int, run_dir, task, config, split, lam, shaped, decision_flops, source) -> Episodes:
+    """What JumpEnv and JumpVectorEnv are built on: the source (loaded unless given) and ``slots`` episodes."""
+    return Episodes(source or load_source(run_dir, task, config), split, slots, shaped, decision_flops, lam)
+
+
 def _check_action(action: Any, space: spaces.Discrete) -> int:
     if not space.contains(action):
         raise ValueError(f"action must be an integer in [0, {space.n - 1}], got {action!r}")
@@ -249,8 +262,9 @@ class JumpEnv(gymnasium.Env):
     """One input per episode, drawn with ``self.np_random`` from ``split`` ("policy": the rows the
     trainer's policy steps read; "test"; "train"). See the module docstring for the spaces.
 
-    run_dir: a run directory (its network and final lam); else an untrained network from
-    ``config`` or the task's shipped config. lam: overrides the reward weight.
+    run_dir: a run directory (its network and final lam; ``task``, if given, must be its task);
+    else an untrained network from ``config`` or the shipped config of ``task`` (default digits).
+    lam: overrides the reward weight. source: an already loaded network (shared between envs).
     """
 
     metadata = {"render_modes": []}
@@ -259,7 +273,7 @@ class JumpEnv(gymnasium.Env):
         self,
         run_dir: str | Path | None = None,
         *,
-        task: str = "digits",
+        task: str | None = None,
         config: Config | None = None,
         split: str = "policy",
         lam: float | None = None,
@@ -267,12 +281,9 @@ class JumpEnv(gymnasium.Env):
         decision_flops: float | None = None,
         source: Source | None = None,
     ) -> None:
-        source = source or load_source(run_dir, task, config)
-        if lam is not None:
-            source = Source(source.config, source.task, source.model, source.splits, float(lam))
-        self.episodes = Episodes(source, split, 1, shaped, decision_flops)
+        self.episodes = _episodes(1, run_dir, task, config, split, lam, shaped, decision_flops, source)
         self.observation_space = spaces.Box(-np.inf, np.inf, (self.episodes.obs_dims,), np.float32)
-        self.action_space = spaces.Discrete(source.config.model.max_jump + 1)
+        self.action_space = spaces.Discrete(self.episodes.max_jump + 1)
         self._slot = torch.zeros(1, dtype=torch.long)
         self._done = True
 
@@ -319,7 +330,7 @@ class JumpVectorEnv(VectorEnv):
         num_envs: int = 64,
         run_dir: str | Path | None = None,
         *,
-        task: str = "digits",
+        task: str | None = None,
         config: Config | None = None,
         split: str = "policy",
         lam: float | None = None,
@@ -329,13 +340,10 @@ class JumpVectorEnv(VectorEnv):
     ) -> None:
         if num_envs < 1:
             raise ValueError(f"num_envs must be at least 1, got {num_envs}")
-        source = source or load_source(run_dir, task, config)
-        if lam is not None:
-            source = Source(source.config, source.task, source.model, source.splits, float(lam))
         self.num_envs = num_envs
-        self.episodes = Episodes(source, split, num_envs, shaped, decision_flops)
+        self.episodes = _episodes(num_envs, run_dir, task, config, split, lam, shaped, decision_flops, source)
         self.single_observation_space = spaces.Box(-np.inf, np.inf, (self.episodes.obs_dims,), np.float32)
-        self.single_action_space = spaces.Discrete(source.config.model.max_jump + 1)
+        self.single_action_space = spaces.Discrete(self.episodes.max_jump + 1)
         self.observation_space = batch_space(self.single_observation_space, num_envs)
         self.action_space = batch_space(self.single_action_space, num_envs)
         self._all = torch.arange(num_envs)

@@ -61,12 +61,18 @@ def read_run(run_dir: str | Path, overrides: list[str] = ()) -> tuple[Config, di
     return config, load_checkpoint(checkpoint_path(run_dir))
 
 
-def load_run(run_dir: str | Path) -> tuple[Config, Task, JumpModel]:
-    """(config, task, model) of a run directory, the model holding its last checkpoint's weights, in eval mode."""
+def load_trained(run_dir: str | Path) -> tuple[Trainer, dict[str, Any]]:
+    """A trainer built from the run's config whose model holds its last checkpoint's weights, and that checkpoint."""
     config, state = read_run(run_dir)
     trainer = build(config)
     load_module_state(trainer.model, state["model"], checkpoint_path(run_dir), "the model")
-    return config, trainer.task, trainer.model.eval()
+    return trainer, state
+
+
+def load_run(run_dir: str | Path) -> tuple[Config, Task, JumpModel]:
+    """(config, task, model) of a run directory, the model holding its last checkpoint's weights, in eval mode."""
+    trainer, _ = load_trained(run_dir)
+    return trainer.config, trainer.task, trainer.model.eval()
 
 
 def restore(trainer: Trainer, state: Any, path: str | Path) -> None:

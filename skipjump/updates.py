@@ -75,6 +75,12 @@ class Updates:
         check_finite(f"{name} gradient norm", norm)
         optimizer.step()
 
+    def _step_policy(self, loss: torch.Tensor) -> None:
+        """Backpropagate ``loss`` into the policy (the network is frozen by the caller) and step it."""
+        self.policy_optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self._step(self.policy_params, self.policy_optimizer, self.config.agent.grad_clip, "policy")
+
     def _task_stats(self, prefix: str, outputs, targets, loss, trace: JumpTrace) -> dict[str, float]:
         """train/ for the paths the network trained on, policy/ for the paths the policy sampled."""
         values = {
@@ -142,9 +148,7 @@ class Updates:
         self._train_mode()
         with frozen(self.network_params):
             loss, stats, _, trace = self._policy_loss(inputs, targets, first_decision)
-            self.policy_optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self._step(self.policy_params, self.policy_optimizer, self.config.agent.grad_clip, "policy")
+            self._step_policy(loss)
         return stats, trace
 
     def joint(
@@ -168,9 +172,7 @@ class Updates:
             _, trace = self.model(inputs, Routing("imitate", actions=actions))
             loss = -trace.log_probs.mean()
             check_finite("imitation loss", loss)
-            self.policy_optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self._step(self.policy_params, self.policy_optimizer, self.config.agent.grad_clip, "policy")
+            self._step_policy(loss)
         return {
             "imitation/loss": float(loss.detach()),
             "imitation/compute_fraction": float(trace.compute_fraction.mean()),
