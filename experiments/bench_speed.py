@@ -128,12 +128,12 @@ class Case:
         }
 
 
-def make_case(layers: int, batch: int, seq: int, dims: int, seed: int = 0) -> Case:
+def make_case(layers: int, batch: int, seq: int, dims: int, seed: int = 0, device: str = "cpu") -> Case:
     torch.manual_seed(seed)
     config = StackConfig(dims=dims, num_layers=layers, heads=8 if dims % 8 == 0 else 1, attention=True)
-    stack = JumpStack(config)
-    x = torch.randn(batch, seq, dims)
-    actions = skip_actions(config, batch)
+    stack = JumpStack(config).to(device)
+    x = torch.randn(batch, seq, dims, device=device)
+    actions = skip_actions(config, batch).to(device)
     with torch.no_grad():
         _, trace = stack(x, routing=Routing("fixed", actions=actions))
     return Case(stack, x, actions, float(trace.executed.float().mean()), float(trace.compute_fraction.mean()))
@@ -149,7 +149,11 @@ def time_variants(
     """
     variants = case.variants()
 
+    cuda = case.x.is_cuda
+
     def run(name: str) -> float:
+        if cuda:  # a GPU runs asynchronously: time finished work only
+            torch.cuda.synchronize()
         start = time.perf_counter()
         if backward:
             case.stack.zero_grad(set_to_none=True)
@@ -157,6 +161,8 @@ def time_variants(
         else:
             with torch.no_grad():
                 variants[name]()
+        if cuda:
+            torch.cuda.synchronize()
         return time.perf_counter() - start
 
     warmup = sum(run(name) for name in names)

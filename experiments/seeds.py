@@ -1,12 +1,13 @@
 """Run one config over several seeds and write the result file the README quotes.
 
     python experiments/seeds.py --out results/demo_seeds.json [--config CONFIG] [--seeds 0 1 2]
-                                [--jobs 1] [key=value ...]
+                                [--jobs 1] [--nproc 1] [key=value ...]
 
 Each seed is one ``experiments/train.py`` run in a subprocess, its run directory under
 ``--runs`` (default runs/seeds). ``--jobs 2`` runs two at a time with OMP_NUM_THREADS=1 each
 (on 2 cores, two 2-thread runs side by side are far slower); ``--jobs 1`` keeps torch's default
-threads, as ``make demo`` does, so training times compare with it. Writes OUT (JSON: command,
+threads, as ``make demo`` does, so training times compare with it. ``--nproc N`` trains each
+seed data-parallel on N ranks with torchrun (OMP_NUM_THREADS=1 per rank). Writes OUT (JSON: command,
 threads, torch version, date, each seed's summary and training time, mean and spread) and the
 same table as Markdown beside it (OUT with .md).
 """
@@ -29,14 +30,18 @@ from skipjump.config import load
 from skipjump.provenance import provenance
 
 ROOT = Path(__file__).resolve().parents[1]
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
 POLICIES = ("greedy", "full", "random_matched", "static_matched", "cascade_matched", "oracle_matched")
 
 
-def run_seed(config: str, seed: int, run_dir: Path, overrides: list[str], threads: int | None) -> subprocess.Popen:
+def run_seed(
+    config: str, seed: int, run_dir: Path, overrides: list[str], threads: int | None, nproc: int = 1
+) -> subprocess.Popen:
     env = dict(os.environ)
     if threads is not None:
         env["OMP_NUM_THREADS"] = str(threads)
-    command = [sys.executable, str(ROOT / "experiments/train.py"), "--config", config, "--run-dir", str(run_dir)]
+    launcher = [sys.executable] if nproc == 1 else [*TORCHRUN, f"--nproc_per_node={nproc}"]
+    command = [*launcher, str(ROOT / "experiments/train.py"), "--config", config, "--run-dir", str(run_dir)]
     return subprocess.Popen(
         [*command, f"seed={seed}", *overrides], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
     )
@@ -112,14 +117,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default="skipjump/configs/digits.yaml")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--jobs", type=int, default=1, choices=(1, 2))
+    parser.add_argument("--nproc", type=int, default=1, help="ranks per run (> 1: torchrun, one thread each)")
     parser.add_argument("--runs", default="runs/seeds", help="parent folder of the runs' directories")
     parser.add_argument("--out", required=True, help="result file (.json); a .md table is written beside it")
     parser.add_argument("--collect", nargs="+", metavar="RUN_DIR", help="summarise finished runs, train nothing")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args(argv)
+    if args.nproc < 1 or (args.nproc > 1 and args.jobs > 1):
+        parser.error("--nproc must be >= 1, and runs on several ranks go one at a time (--jobs 1)")
 
     stamp = int(time.time())
-    threads = 1 if args.jobs > 1 else None
+    threads = 1 if args.jobs > 1 or args.nproc > 1 else None
     rows, pending = {}, [] if args.collect else list(args.seeds)
     for run_dir in args.collect or []:
         rows[str(load(Path(run_dir) / "config.yaml").seed)] = seed_row(Path(run_dir))
@@ -128,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         while pending and len(running) < args.jobs:
             seed = pending.pop(0)
             run_dir = Path(args.runs) / f"{Path(args.config).stem}__{seed}__{stamp}"
-            running.append((seed, run_dir, run_seed(args.config, seed, run_dir, args.overrides, threads)))
+            running.append((seed, run_dir, run_seed(args.config, seed, run_dir, args.overrides, threads, args.nproc)))
             print(f"seed {seed}: {run_dir}", flush=True)
         seed, run_dir, proc = running.pop(0)
         stdout, stderr = proc.communicate()
@@ -142,7 +150,9 @@ def main(argv: list[str] | None = None) -> int:
     numeric = [k for k in numeric if all(row[k] is not None for row in rows.values())]
     result = {
         **provenance(),
-        "threads": "OMP_NUM_THREADS=1 per run, 2 runs side by side"
+        "threads": f"{args.nproc} ranks (torchrun), OMP_NUM_THREADS=1 per rank"
+        if args.nproc > 1
+        else "OMP_NUM_THREADS=1 per run, 2 runs side by side"
         if threads
         else f"{torch.get_num_threads()} threads",
         "seeds": dict(sorted(rows.items())),

@@ -6,6 +6,10 @@
 Overrides are dotted config keys, e.g. ``trainer.steps=300 seed=2 agent.baseline=self_critical``.
 Writes a run directory (default runs/<config>__<seed>__<unix time>); see skipjump/runlog.py.
 SIGINT/SIGTERM save a checkpoint and exit (130/143); ``--resume`` continues from it.
+
+Several processes (CPU cores, GPUs, machines): ``torchrun --nproc_per_node=N experiments/train.py ...``
+trains data-parallel, ``trainer.batch_size`` rows per rank (skipjump/distributed.py); rank 0 alone
+logs, evaluates and writes the run directory. A run resumes on any number of ranks.
 Exit codes: 0 done, 1 non-finite loss/reward/gradient or a failed write mid-run (the last good checkpoint
 is kept), 2 bad config, data, checkpoint or a run directory that cannot be written (before any training).
 """
@@ -18,15 +22,24 @@ import time
 from pathlib import Path
 
 from skipjump.checkpoint import remove_stale_temporaries
-from skipjump.config import ConfigError, load
+from skipjump.config import Config, ConfigError, load
+from skipjump.distributed import Ranks, setup, teardown
 from skipjump.evaluate import evaluate, format_difficulty, format_table
 from skipjump.monitor import Monitor
-from skipjump.runlog import RunLog
+from skipjump.runlog import RunLog, checkpoint_path
 from skipjump.runs import LOAD_ERRORS, read_run, restore
 from skipjump.trainer import NonFiniteError, build, stop_on_signals
 
-# What a resumed run may change: when it stops and what it logs, never what it learns.
-RESUMABLE = ("trainer.steps", "trainer.log_every", "trainer.eval_every", "trainer.checkpoint_every")
+# What a resumed run may change: when it stops, what it logs, where it runs, and the rows per rank
+# (so that M ranks can continue N ranks' run with the same global batch), never what it learns.
+RESUMABLE = (
+    "trainer.steps",
+    "trainer.log_every",
+    "trainer.eval_every",
+    "trainer.checkpoint_every",
+    "trainer.device",
+    "trainer.batch_size",
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,25 +51,42 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", help="dotted key=value overrides")
     args = parser.parse_args(argv)
 
-    run_dir = Path(args.resume or args.run_dir or "")
     try:
         if args.resume:
             for override in args.overrides:
                 if override.partition("=")[0] not in RESUMABLE:
                     raise ConfigError(f"override {override!r}: a resumed run may only change {', '.join(RESUMABLE)}")
-            config, state = read_run(run_dir, args.overrides)
+            config, state = read_run(args.resume, args.overrides)
         else:
-            config = load(args.config, args.overrides)
-            run_dir = Path(args.run_dir or f"runs/{Path(args.config).stem}__{config.seed}__{int(time.time())}")
-            if (run_dir / "metrics.jsonl").exists() or (run_dir / "checkpoints").exists():
-                raise ConfigError(f"{run_dir} already holds a run: continue it with --resume or pick another --run-dir")
-            state = None
-        run = RunLog(run_dir, config, resume_step=None if state is None else state.get("step"))
-        trainer = build(config, Monitor(run, config.trainer))
+            config, state = load(args.config, args.overrides), None
+        ranks = setup(config.trainer.device)
+    except LOAD_ERRORS as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    try:
+        return train(args, config, state, ranks)
+    finally:
+        teardown()
+
+
+def train(args: argparse.Namespace, config: Config, state: dict | None, ranks: Ranks) -> int:
+    """Train on this rank; rank 0 writes the run directory, evaluates and prints the results."""
+    default = f"runs/{Path(args.config or '').stem}__{config.seed}__{int(time.time())}"
+    run_dir = Path(args.resume or args.run_dir or ranks.share(default))  # one name, whatever each rank's clock says
+    run = None
+    try:
+        if state is None and ((run_dir / "metrics.jsonl").exists() or (run_dir / "checkpoints").exists()):
+            raise ConfigError(f"{run_dir} already holds a run: continue it with --resume or pick another --run-dir")
+        if ranks.main:
+            run = RunLog(run_dir, config, resume_step=None if state is None else state.get("step"))
+        trainer = build(config, run and Monitor(run, config.trainer), ranks)
         if state is not None:
-            restore(trainer, state, run.checkpoint_path)  # every entry checked before any is used
-            remove_stale_temporaries(run.checkpoint_path)
-        run.open()
+            restore(trainer, state, checkpoint_path(run_dir))  # every entry checked before any is used
+        ranks.broadcast(trainer.model, trainer.updates.agent)  # one starting point, whatever each rank read
+        if run is not None:
+            if state is not None:
+                remove_stale_temporaries(run.checkpoint_path)
+            run.open()
     except LOAD_ERRORS as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -68,11 +98,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with stop_on_signals(trainer):
             trainer.train()
-        if trainer.stop_signal is not None:
-            trainer.monitor.save(trainer)
-            run.close()
-            print(f"stopped at step {trainer.step}; resume with: python experiments/train.py --resume {run_dir}")
+        if trainer.stop_signal is not None:  # every rank stops after the same step (Ranks.agree)
+            if run is None:
+                print(f"rank {ranks.rank}: stopped at step {trainer.step}", file=sys.stderr)
+            else:
+                trainer.monitor.save(trainer)
+                run.close()
+                print(f"stopped at step {trainer.step}; resume with: python experiments/train.py --resume {run_dir}")
             return 128 + trainer.stop_signal
+        if run is None:
+            return 0  # evaluation runs once, on rank 0
         trained = time.perf_counter() - started
         results = evaluate(
             trainer.model,
@@ -88,11 +123,11 @@ def main(argv: list[str] | None = None) -> int:
         run.close()
     except NonFiniteError as error:
         close_quietly(run)
-        print(f"error: {error}; {kept(run)}", file=sys.stderr)
+        print(f"error: rank {ranks.rank}: {error}; {kept(run_dir)}", file=sys.stderr)
         return 1
     except OSError as error:
         close_quietly(run)
-        print(f"error: step {trainer.step}: cannot write {describe(error, run_dir)}; {kept(run)}", file=sys.stderr)
+        print(f"error: step {trainer.step}: cannot write {describe(error, run_dir)}; {kept(run_dir)}", file=sys.stderr)
         return 1
 
     print(f"\n{trainer.step} steps in {trained:.0f}s, evaluated in {time.perf_counter() - started - trained:.0f}s")
@@ -118,17 +153,19 @@ def describe(error: OSError, run_dir: Path) -> str:
     return f"{where or f'the run directory {run_dir}'}: {reason}"
 
 
-def kept(run: RunLog) -> str:
+def kept(run_dir: Path) -> str:
     """Where the last good checkpoint is (a failed write never replaces it), for the error line."""
-    if run.checkpoint_path.is_file():
-        return f"the last good checkpoint is kept in {run.checkpoint_path}"
-    return f"no checkpoint was written to {run.checkpoint_path}"
+    path = checkpoint_path(run_dir)
+    if path.is_file():
+        return f"the last good checkpoint is kept in {path}"
+    return f"no checkpoint was written to {path}"
 
 
-def close_quietly(run: RunLog) -> None:
+def close_quietly(run: RunLog | None) -> None:
     """Close the run after a failure; a second failure (the disk still full) must not hide the first."""
     try:
-        run.close()
+        if run is not None:
+            run.close()
     except OSError:
         pass
 

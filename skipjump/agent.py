@@ -13,11 +13,15 @@ Baselines b give A = r - b:
 With ``target_compute`` set, the reward's lam is a Lagrange multiplier for the constraint
 E[compute fraction] <= target, moved by dual ascent after each policy step:
     lam <- max(0, lam + lam_lr * (mean compute fraction - target))
+
+Batch statistics (the running mean, advantage normalisation, the compute mean that moves lam) are
+taken over ``gather(x)``: every rank's samples under torchrun, so all ranks hold the same lam.
 """
 
 from __future__ import annotations
 
 import typing
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -31,8 +35,11 @@ BASELINES = typing.get_args(Baseline)
 class ReinforceAgent(nn.Module):
     """Holds the baseline's state (running mean, value head) so checkpoints keep it."""
 
-    def __init__(self, config: AgentConfig, dims: int) -> None:
+    def __init__(
+        self, config: AgentConfig, dims: int, gather: Callable[[torch.Tensor], torch.Tensor] = torch.Tensor.detach
+    ) -> None:
         super().__init__()
+        self.gather = gather  # (n,) here -> (N,) over all ranks
         if config.baseline not in BASELINES:
             raise ValueError(f"baseline must be one of {BASELINES}, got {config.baseline!r}")
         self.config = config
@@ -46,7 +53,7 @@ class ReinforceAgent(nn.Module):
         """Dual ascent towards ``target_compute`` (no-op when it is None); compute_fraction (B,)."""
         target = self.config.target_compute
         if target is not None:
-            error = float(compute_fraction.detach().mean()) - target
+            error = float(self.gather(compute_fraction).mean()) - target
             self.lam.copy_((self.lam + self.config.lam_lr * error).clamp(min=0.0))
 
     @property
@@ -66,7 +73,7 @@ class ReinforceAgent(nn.Module):
             advantages = rewards
         elif kind == "moving_average":
             previous = self.running_reward
-            batch_mean = rewards.mean()
+            batch_mean = self.gather(rewards).mean()
             first = bool(torch.isnan(previous))
             advantages = rewards - (batch_mean if first else previous)
             m = self.config.momentum
@@ -93,10 +100,11 @@ class ReinforceAgent(nn.Module):
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """The policy-gradient loss from the trace's log-probs, and statistics to log."""
         advantages, value_loss = self.advantages(rewards, greedy_rewards, trace.features)
-        std = advantages.std() if advantages.numel() > 1 else None
+        everyone = self.gather(advantages)
+        std = everyone.std() if everyone.numel() > 1 else None
         spread = 0.0 if std is None else float(std)
         if self.config.normalize_advantage and std is not None:
-            advantages = (advantages - advantages.mean()) / (std + 1e-8)
+            advantages = (advantages - everyone.mean()) / (std + 1e-8)
         policy_loss = -(advantages * trace.log_probs).mean()
         entropy = trace.entropy.mean()
         loss = policy_loss - self.config.entropy_coef * entropy

@@ -30,6 +30,8 @@ RewardKind = Literal["compute_minus_loss", "compute_minus_error", "blockdrop"]
 Baseline = Literal["none", "moving_average", "self_critical", "leave_one_out", "value"]
 Schedule = Literal["alternate", "joint"]
 SupervisedPath = Literal["policy", "full", "random"]
+Device = Literal["auto", "cpu", "cuda"]
+Precision = Literal["float32", "bf16"]
 
 
 @dataclass
@@ -86,7 +88,7 @@ class AgentConfig:
 @dataclass
 class TrainerConfig:
     steps: int = 3000  # optimisation steps in all, supervised and policy
-    batch_size: int = 64
+    batch_size: int = 64  # rows per step on each rank (under torchrun the global batch is N times this)
     lr: float = 2e-3
     weight_decay: float = 0.0
     grad_clip: float = 1.0
@@ -106,6 +108,8 @@ class TrainerConfig:
     eval_every: int = 500  # > 0: evaluate greedy and full depth on the test split every N steps
     checkpoint_every: int = 500
     eval_batch_size: int = 512
+    device: Device = "auto"  # auto: the GPU when CUDA is present (one per rank under torchrun), else the CPU
+    precision: Precision = "float32"  # bf16: training forward passes under bfloat16 autocast (evaluation stays float32)
 
 
 @dataclass

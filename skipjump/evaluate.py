@@ -44,8 +44,8 @@ def run_policy(model: JumpModel, task: Task, split: Split, routing: Routing, bat
     model.eval()
     parts: dict[str, list[torch.Tensor]] = {k: [] for k in ("actions", "executed", "loss", "correct", "compute")}
     for start in range(0, len(split), batch_size):
-        inputs = split.inputs[start : start + batch_size]
-        targets = split.targets[start : start + batch_size]
+        inputs = split.inputs[start : start + batch_size].to(model.device)
+        targets = split.targets[start : start + batch_size].to(model.device)
         outputs, trace = model(inputs, routing)
         parts["actions"].append(trace.actions)
         parts["executed"].append(trace.executed)
@@ -53,7 +53,7 @@ def run_policy(model: JumpModel, task: Task, split: Split, routing: Routing, bat
         parts["correct"].append(task.correct(outputs, targets))
         parts["compute"].append(trace.compute_fraction)
     model.train(was_training)
-    cat = {k: torch.cat(v) for k, v in parts.items()}
+    cat = {k: torch.cat(v).cpu() for k, v in parts.items()}
     executed = cat["executed"]
     summary = {
         "accuracy": float(cat["correct"].float().mean()),
@@ -107,7 +107,7 @@ def path_compute_fraction(stack: JumpStack, tokens: int, path: tuple[int, ...]) 
 
 def sequence_length(model: JumpModel, split: Split) -> int:
     """Tokens per sample after the task's embedding (the FLOP counts depend on it)."""
-    return model.embed(split.inputs[:1]).shape[1]
+    return model.embed(split.inputs[:1].to(model.device)).shape[1]
 
 
 def run_path(model: JumpModel, task: Task, split: Split, path: tuple[int, ...], batch_size: int = 512) -> Evaluation:

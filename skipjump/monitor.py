@@ -17,7 +17,6 @@ import torch
 from skipjump.config import TrainerConfig
 from skipjump.evaluate import TASK_METRICS, Evaluation
 from skipjump.runlog import RunLog
-from skipjump.stack import JumpTrace
 
 if TYPE_CHECKING:
     from skipjump.trainer import Trainer
@@ -38,17 +37,17 @@ class Monitor:
         self,
         trainer: Trainer,
         stats: dict[str, float],
-        policy_trace: JumpTrace | None,
+        paths: tuple[torch.Tensor, torch.Tensor] | None,
         steps_per_second: float,
         last: bool = False,
     ) -> None:
-        """``policy_trace``: the step's paths when the policy picked them, else None; ``last``: the
-        last step of this ``train`` call (always checkpointed)."""
+        """``paths``: (actions, executed) of the step's samples when the policy picked their paths, else
+        None; ``last``: the last step of this ``train`` call (always checkpointed)."""
         t, step = self.config, trainer.step
         for key, value in stats.items():
             self.window[key].append(value)
-        if policy_trace is not None:
-            self.window_paths.append((policy_trace.actions, policy_trace.executed))
+        if paths is not None:
+            self.window_paths.append((paths[0].cpu(), paths[1].cpu()))
         if step % t.log_every == 0 or step == t.steps:
             self.log_window(step, steps_per_second, trainer.model.stack.thresholds())
         if t.eval_every and step % t.eval_every == 0 and step < t.steps:  # the last: the full evaluation

@@ -65,13 +65,13 @@ def score_paths(
         routing = Routing("fixed", actions=path_to_actions(path, stack.num_layers, stack.config.max_jump))
         parts = {"correct": [], "loss": [], "confidence": []}
         for start in range(0, len(split), batch_size):
-            outputs, trace = model(split.inputs[start : start + batch_size], routing)
-            targets = split.targets[start : start + batch_size]
+            outputs, trace = model(split.inputs[start : start + batch_size].to(model.device), routing)
+            targets = split.targets[start : start + batch_size].to(model.device)
             parts["correct"].append(task.correct(outputs, targets))
             parts["loss"].append(task.per_sample_loss(outputs, targets))
             parts["confidence"].append(task.confidence(outputs))
         for key, values in parts.items():
-            rows[key].append(torch.cat(values).numpy())
+            rows[key].append(torch.cat(values).cpu().numpy())
         rows["cost"].append(float(trace.compute_fraction[0]))
     model.train(was_training)
     return PathScores(

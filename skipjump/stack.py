@@ -219,6 +219,7 @@ class JumpStack(nn.Module):
         else:
             logits = self.policy(pooled.detach(), layer, probed)
         logits = logits[:, :choices]  # longer jumps land on the last layer too: one choice, not several
+        logits = logits.to(self.work_memory.dtype)  # under bf16 autocast: log-probs in the stack's dtype
         if routing.mode == "greedy":  # nothing to learn from: no distribution to build
             return logits.argmax(dim=-1), None, None
         dist = Categorical(logits=logits, validate_args=False)  # validation would cost host syncs
@@ -339,7 +340,7 @@ class JumpStack(nn.Module):
         mix from :meth:`mix_weights`. Returns the new hi and work_mem.
         """
         memory = pooled.unsqueeze(1)  # (N, 1, D)
-        wm = torch.lerp(memory, work_mem, self.work_memory_gate(memory))
+        wm = torch.lerp(memory, work_mem, self.work_memory_gate(memory).to(memory.dtype))  # bf16 under autocast
         weight_x, weight_mem = mix[0][skipped].view(-1, 1, 1), mix[1][skipped].view(-1, 1, 1)
         return torch.addcmul(torch.addcmul(hi, weight_x, x), weight_mem, wm), wm
 

@@ -3,7 +3,8 @@
 The pieces, one idea each: :class:`~skipjump.schedule.Schedule` says which update a step makes
 and on which rows, :class:`~skipjump.updates.Updates` makes it, and an optional
 :class:`~skipjump.monitor.Monitor` logs, evaluates and saves checkpoints. The trainer holds the
-counters and runs the loop; ``build`` makes one from a config.
+counters and runs the loop; ``build`` makes one from a config. Under torchrun every rank runs
+this loop on its shard of each batch (:mod:`skipjump.distributed`); only rank 0 has a monitor.
 """
 
 from __future__ import annotations
@@ -17,26 +18,42 @@ import torch
 from tqdm import tqdm
 
 from skipjump.checkpoint import CheckpointError, load_module_state, random_states, seed_everything, set_random_states
-from skipjump.config import Config
+from skipjump.config import Config, ConfigError
+from skipjump.distributed import Ranks
 from skipjump.evaluate import Evaluation, run_policy, subsample
 from skipjump.monitor import Monitor
 from skipjump.path_scores import oracle_actions
 from skipjump.schedule import Schedule
-from skipjump.stack import JumpTrace, Routing
+from skipjump.stack import Routing
 from skipjump.tasks import JumpModel, Split, Task, make_task
 from skipjump.updates import NonFiniteError, Updates
 
 STATE_KEYS = ("model", "updates", "schedule", "step", "policy_updates", "random", "window")
 
 
+Paths = tuple[torch.Tensor, torch.Tensor]  # (actions (N, L - 1), executed (N, L)) of a step's sampled paths
+
+
 class Trainer:
-    def __init__(self, config: Config, task: Task, model: JumpModel, monitor: Monitor | None = None) -> None:
-        self.config, self.task, self.model, self.monitor = config, task, model, monitor
-        self.updates = Updates(config, task, model)
-        self.schedule = Schedule(config.trainer, len(task.train), model.stack.num_layers, config.seed)
+    def __init__(
+        self, config: Config, task: Task, model: JumpModel, monitor: Monitor | None = None, ranks: Ranks | None = None
+    ) -> None:
+        self.ranks = ranks or Ranks()
+        self.config, self.task, self.model, self.monitor = config, task, model.to(self.ranks.device), monitor
+        self.updates = Updates(config, task, model, self.ranks)
+        t = config.trainer
+        self.schedule = Schedule(t, len(task.train), model.stack.num_layers, config.seed, self.ranks.world)
+        self.global_batch = t.batch_size * self.ranks.world
+        smallest = min(len(self.schedule.network_rows), len(self.schedule.policy_rows))
+        if self.ranks.world > 1 and not task.generated and self.global_batch > smallest:
+            raise ConfigError(
+                f"trainer.batch_size: {t.batch_size} rows x {self.ranks.world} ranks exceeds the {smallest} training"
+                " rows a step draws from; lower it"
+            )
         self.step = 0
         self.policy_updates = 0
-        self.stop_signal: int | None = None  # set by stop_on_signals; train() then returns early
+        self.signal_received: int | None = None  # set by stop_on_signals' handler, on this rank only
+        self.stop_signal: int | None = None  # the signal every rank agreed to stop on; train() then returns early
 
     @property
     def policy_split(self) -> Split:
@@ -49,14 +66,15 @@ class Trainer:
     def first_decision(self) -> int:
         return self.schedule.first_decision(self.policy_updates)
 
-    def train_step(self) -> tuple[dict[str, float], JumpTrace | None]:
-        """One step of the schedule: its statistics, and its paths when the policy picked them."""
+    def train_step(self) -> tuple[dict[str, float], Paths | None]:
+        """One step of the schedule: this rank's statistics, and the paths of every rank when the policy picked them."""
         phase = self.schedule.phase(self.step)
         if self.task.generated:
-            batch = self.task.draw(self.config.trainer.batch_size, self.step)
+            batch = self.task.draw(self.global_batch, self.step)
         else:
             batch = self.task.train.rows(self.schedule.next_rows(phase))
-        inputs, targets = batch.inputs, batch.targets
+        shard = self.ranks.shard(len(batch))
+        inputs, targets = (z[shard].to(self.ranks.device) for z in (batch.inputs, batch.targets))
         routing = self.schedule.supervised_routing(self.policy_updates)
         try:
             warm_start = {}
@@ -72,7 +90,8 @@ class Trainer:
         except NonFiniteError as error:
             raise NonFiniteError(f"step {self.step}: {error}") from None
         self.step += 1
-        return {**warm_start, **stats}, trace
+        paths = None if trace is None else (self.ranks.gather(trace.actions), self.ranks.gather(trace.executed))
+        return {**warm_start, **stats}, paths
 
     def imitate_oracle(self) -> dict[str, float]:
         """The warm start before the first policy step (``imitation_steps``): score every path on
@@ -84,20 +103,25 @@ class Trainer:
         actions = oracle_actions(self.model, self.task, pool, budget, self.config.seed, t.eval_batch_size)
         generator = torch.Generator().manual_seed(self.config.seed)
         stats: dict[str, float] = {}
+        shard, device = self.ranks.shard(self.global_batch), self.ranks.device
         for _ in tqdm(range(t.imitation_steps), desc="imitate oracle paths", leave=False, disable=None):
-            index = torch.randint(len(pool), (t.batch_size,), generator=generator)
-            stats = self.updates.imitate(pool.inputs[index], actions[index])
+            index = torch.randint(len(pool), (self.global_batch,), generator=generator)[shard]
+            stats = self.updates.imitate(pool.inputs[index].to(device), actions[index].to(device))
         return stats
 
     def train(self, steps: int | None = None) -> None:
         """Run until ``steps`` (default: ``trainer.steps``) with a progress bar; the monitor logs and saves."""
         end = self.config.trainer.steps if steps is None else steps
-        bar = tqdm(total=end, initial=self.step, desc="train", disable=None, dynamic_ncols=True)
+        quiet = None if self.ranks.main else True  # one progress bar per job
+        bar = tqdm(total=end, initial=self.step, desc="train", disable=quiet, dynamic_ncols=True)
         started, started_step = time.perf_counter(), self.step
         if self.monitor is not None:
             self.monitor.start(self)
         while self.step < end and self.stop_signal is None:
-            stats, policy_trace = self.train_step()
+            stats, paths = self.train_step()
+            # The handler writes signal_received, never stop_signal: a signal landing while this line
+            # runs must not be overwritten by its result.
+            stats, self.stop_signal = self.ranks.agree(stats, self.signal_received)
             bar.update(1)
             if "policy/reward" in stats:
                 bar.set_postfix(
@@ -106,7 +130,7 @@ class Trainer:
             if self.monitor is not None:
                 rate = (self.step - started_step) / (time.perf_counter() - started)
                 try:
-                    self.monitor.after_step(self, stats, policy_trace, rate, last=self.step == end)
+                    self.monitor.after_step(self, stats, paths, rate, last=self.step == end)
                 except NonFiniteError as error:
                     raise NonFiniteError(f"step {self.step}: {error}") from None
         bar.close()
@@ -149,13 +173,19 @@ class Trainer:
             detail = str(error).splitlines()[0][:100] if str(error) else ""
             raise CheckpointError(f"{path}: malformed checkpoint ({type(error).__name__}: {detail})") from None
         self.step, self.policy_updates = state["step"], state["policy_updates"]
+        self.ranks.seed_paths(self.config.seed, self.step)  # the checkpoint holds rank 0's stream only
 
 
-def build(config: Config, monitor: Monitor | None = None) -> Trainer:
-    """Seed everything, make the task and its model, and a trainer over them: the one way to start a run."""
+def build(config: Config, monitor: Monitor | None = None, ranks: Ranks | None = None) -> Trainer:
+    """Seed everything, make the task and its model, and a trainer over them: the one way to start a run.
+
+    ``ranks``: this process's place in a torchrun job and its device (default: one rank on the CPU).
+    """
     seed_everything(config.seed)
     task = make_task(config.task, config.seed)
-    return Trainer(config, task, task.build_model(config.model), monitor)
+    trainer = Trainer(config, task, task.build_model(config.model), monitor, ranks)
+    trainer.ranks.seed_paths(config.seed)
+    return trainer
 
 
 @contextlib.contextmanager
@@ -163,7 +193,7 @@ def stop_on_signals(trainer: Trainer) -> Iterator[None]:
     """SIGINT and SIGTERM ask ``trainer`` to stop after the current step (a second SIGINT aborts)."""
 
     def request_stop(signum, frame):
-        trainer.stop_signal = signum
+        trainer.signal_received = signum
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}

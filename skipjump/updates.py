@@ -7,6 +7,8 @@
 
 Each returns statistics to log and the trace of the forward pass it learned from. A NaN or
 infinite loss, reward or gradient raises :class:`NonFiniteError` before any parameter moves.
+Under torchrun each rank computes its shard's gradients and they are averaged before a step
+(:meth:`Ranks.average_gradients`); the agent's batch statistics cover every rank's samples.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import torch
 from skipjump.agent import ReinforceAgent
 from skipjump.checkpoint import load_module_state
 from skipjump.config import Config
+from skipjump.distributed import Ranks
 from skipjump.evaluate import TASK_METRICS
 from skipjump.reward import jump_reward
 from skipjump.stack import JumpTrace, Routing
@@ -51,10 +54,11 @@ def frozen(params: list[torch.nn.Parameter]) -> Iterator[None]:
 class Updates:
     """Supervised, policy and joint updates of ``model``; holds the agent and both optimisers."""
 
-    def __init__(self, config: Config, task: Task, model: JumpModel) -> None:
+    def __init__(self, config: Config, task: Task, model: JumpModel, ranks: Ranks | None = None) -> None:
         self.config, self.task, self.model = config, task, model
+        self.ranks = ranks or Ranks()
         t, a = config.trainer, config.agent
-        self.agent = ReinforceAgent(a, config.model.dims)
+        self.agent = ReinforceAgent(a, config.model.dims, gather=self.ranks.gather).to(self.ranks.device)
         self.network_params = model.network_parameters()
         self.policy_params = list(model.stack.policy.parameters()) + list(self.agent.parameters())
         # fused: one kernel for all ~200 small tensors; the per-tensor loop took a quarter of a
@@ -66,11 +70,17 @@ class Updates:
 
     # -- pieces ----------------------------------------------------------------------------
 
+    def _autocast(self) -> torch.autocast:
+        """bfloat16 autocast for training forward passes when ``trainer.precision`` is bf16."""
+        bf16 = self.config.trainer.precision == "bf16"
+        return torch.autocast(self.ranks.device.type, dtype=torch.bfloat16, enabled=bf16)
+
     def _train_mode(self) -> None:
         if not self.model.training:  # train() walks every submodule: ~1 ms a step when repeated
             self.model.train()
 
     def _step(self, params: list, optimizer: torch.optim.Optimizer, clip: float, name: str) -> None:
+        self.ranks.average_gradients(params)
         norm = torch.nn.utils.clip_grad_norm_(params, clip if clip > 0 else math.inf, foreach=True)
         check_finite(f"{name} gradient norm", norm)
         optimizer.step()
@@ -109,13 +119,14 @@ class Updates:
         k = self.agent.samples_per_input
         repeated = inputs.repeat(k, *([1] * (inputs.dim() - 1)))
         repeated_targets = targets.repeat(k)
-        outputs, trace = self.model(repeated, Routing("sample", first_decision=first_decision))
-        task_loss, rewards = self._score(outputs, repeated_targets, trace)
-        greedy_rewards = None
-        if self.config.agent.baseline == "self_critical":
-            with torch.no_grad():
-                greedy_outputs, greedy_trace = self.model(inputs, Routing("greedy", first_decision=first_decision))
-                _, greedy_rewards = self._score(greedy_outputs, targets, greedy_trace)
+        with self._autocast():
+            outputs, trace = self.model(repeated, Routing("sample", first_decision=first_decision))
+            task_loss, rewards = self._score(outputs, repeated_targets, trace)
+            greedy_rewards = None
+            if self.config.agent.baseline == "self_critical":
+                with torch.no_grad():
+                    greedy_outputs, greedy_trace = self.model(inputs, Routing("greedy", first_decision=first_decision))
+                    _, greedy_rewards = self._score(greedy_outputs, targets, greedy_trace)
         loss, stats = self.agent.loss(trace, rewards, greedy_rewards)
         check_finite("policy loss", loss)
         self.agent.adapt_lam(trace.compute_fraction)
@@ -129,16 +140,16 @@ class Updates:
     ) -> tuple[dict[str, float], JumpTrace]:
         """One network update on ``routing``'s paths; the policy is frozen (it may only pick them)."""
         self._train_mode()
-        with frozen(self.policy_params):
+        with frozen(self.policy_params), self._autocast():
             outputs, trace = self.model(inputs, routing)
-        loss = self.task.per_sample_loss(outputs, targets)
+        loss = self.task.per_sample_loss(outputs.float(), targets)
         check_finite("task loss", loss)
         t = self.config.trainer
         self.network_optimizer.zero_grad(set_to_none=True)
         loss.mean().backward()
         self._step(self.network_params, self.network_optimizer, t.grad_clip, "network")
-        if t.threshold_update:
-            self.model.stack.update_threshold(float(loss.mean()), t.threshold_lr)
+        if t.threshold_update:  # every rank moves its thresholds by the loss of the whole batch
+            self.model.stack.update_threshold(float(self.ranks.gather(loss).mean()), t.threshold_lr)
         return self._task_stats("train", outputs, targets, loss, trace), trace
 
     def policy(
@@ -168,7 +179,7 @@ class Updates:
     def imitate(self, inputs: torch.Tensor, actions: torch.Tensor) -> dict[str, float]:
         """One behaviour-cloning update of the policy towards the paths ``actions`` (B, L - 1)."""
         self._train_mode()
-        with frozen(self.network_params):
+        with frozen(self.network_params), self._autocast():
             _, trace = self.model(inputs, Routing("imitate", actions=actions))
             loss = -trace.log_probs.mean()
             check_finite("imitation loss", loss)

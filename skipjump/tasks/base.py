@@ -36,6 +36,10 @@ class JumpModel(nn.Module):
         super().__init__()
         self.embed, self.stack, self.head = embed, stack, head
 
+    @property
+    def device(self) -> torch.device:
+        return self.stack.work_memory.device
+
     def forward(self, inputs: torch.Tensor, routing: Routing | str | None = None) -> tuple[torch.Tensor, JumpTrace]:
         x = self.embed(inputs)
         probe = Probe(self.probe, self.probe_flops(x.shape[1])) if self.stack.config.policy_confidence else None

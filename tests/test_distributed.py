@@ -1,0 +1,231 @@
+"""Data-parallel training on the CPU with gloo: 2 ranks against 1, a torchrun run directory, resume, SIGTERM."""
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from conftest import CONFIG, ROOT, TINY, tiny_config
+
+from skipjump.config import ConfigError
+from skipjump.distributed import Ranks, pick_device, setup
+from skipjump.trainer import build
+
+TRAIN = str(ROOT / "experiments" / "train.py")
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _worker(rank: int, world: int, port: int, out: Path, overrides: tuple, steps: int) -> None:
+    """One rank: train ``steps`` steps of the tiny config and save what it ends with."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        trainer = build(tiny_config(*overrides), ranks=Ranks(rank, world))
+        trainer.train(steps)
+        state = {"model": trainer.model.state_dict(), "lam": trainer.updates.agent.lam, "rng": torch.get_rng_state()}
+        torch.save(state, out / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def run_ranks(tmp_path: Path, world: int, overrides: tuple, steps: int) -> list[dict]:
+    mp.spawn(_worker, args=(world, free_port(), tmp_path, overrides, steps), nprocs=world)
+    return [torch.load(tmp_path / f"rank{r}.pt") for r in range(world)]
+
+
+def network(state: dict) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in state.items() if ".policy." not in k}
+
+
+def max_difference(a: dict, b: dict) -> float:
+    return max(float((a[k].float() - b[k].float()).nan_to_num().abs().max()) for k in a)
+
+
+@pytest.mark.parametrize(
+    "attention, steps",
+    [
+        (True, 1),
+        # Over several steps without attention: its key bias has an exactly zero gradient (softmax
+        # ignores a shift), Adam turns that bias's rounding noise into lr-sized steps, and any two
+        # summation orders part there. Every other parameter has a real gradient.
+        (False, 10),
+    ],
+)
+def test_two_ranks_follow_one_rank_at_twice_the_batch(tmp_path, attention, steps):
+    """Full-depth supervised steps (fixed paths): 2 ranks x 8 rows move the network as 1 rank x 16 rows."""
+    schedule = ("trainer.steps=20", "trainer.warmup_steps=10", f"model.attention={str(attention).lower()}")
+    ranks = run_ranks(tmp_path, 2, ("trainer.batch_size=8", *schedule), steps=steps)
+    one = build(tiny_config("trainer.batch_size=16", *schedule))
+    start = {k: v.clone() for k, v in one.model.state_dict().items()}
+    one.train(steps)
+    half = build(tiny_config("trainer.batch_size=8", *schedule))
+    half.train(steps)
+    reference = network(one.model.state_dict())
+    assert max_difference(network(ranks[0]["model"]), reference) < 1e-6
+    assert max_difference(network(ranks[1]["model"]), reference) < 1e-6
+    assert max_difference(reference, network(start)) > 1e-3  # the trajectory went somewhere
+    assert max_difference(network(half.model.state_dict()), reference) > 1e-4  # and the batch size shows
+
+
+def test_ranks_sample_their_own_paths_and_end_identical(tmp_path):
+    """With sampled paths and policy steps, every rank ends with the same weights and lam."""
+    ranks = run_ranks(tmp_path, 2, ("trainer.batch_size=8", "trainer.steps=16", "trainer.warmup_steps=4"), steps=16)
+    assert max_difference(ranks[0]["model"], ranks[1]["model"]) < 1e-6
+    assert float(ranks[0]["lam"]) == pytest.approx(float(ranks[1]["lam"]))
+    assert float(ranks[0]["lam"]) != pytest.approx(0.1)  # lam moved (its starting value is 0.1)
+    assert not torch.equal(ranks[0]["rng"], ranks[1]["rng"])  # each rank its own stream
+
+
+def workers(job: subprocess.Popen) -> list[int]:
+    """The pids of the processes torchrun started."""
+    found = subprocess.run(["pgrep", "-P", str(job.pid)], capture_output=True, text=True).stdout.split()
+    return sorted(int(pid) for pid in found)
+
+
+@pytest.fixture
+def torchrun():
+    """Start ``torchrun --nproc_per_node=N experiments/train.py ARGS`` (one thread per rank); a job still
+    running when the test ends (a failed test, a rank left waiting) is killed, never left behind."""
+    jobs = []
+
+    def start(nproc: int, *args: str) -> subprocess.Popen:
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        command = [*TORCHRUN, f"--nproc_per_node={nproc}", TRAIN, *args]
+        pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
+        jobs.append(subprocess.Popen(command, cwd=ROOT, env=env, start_new_session=True, **pipes))
+        return jobs[-1]
+
+    yield start
+    for job in jobs:
+        if job.poll() is None:
+            for pid in [*workers(job), job.pid]:  # torchrun starts each rank in a session of its own
+                os.kill(pid, signal.SIGKILL)
+            job.wait()
+
+
+def logged_steps(run: Path) -> list[int]:
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [line["step"] for line in lines if "train/loss" in line]
+
+
+def test_two_rank_run_writes_one_run_directory_and_resumes_on_one_rank(tmp_path, torchrun):
+    run = tmp_path / "run"
+    schedule = [
+        "trainer.warmup_steps=10",
+        "trainer.log_every=5",
+        "trainer.eval_every=15",
+        "trainer.checkpoint_every=10",
+    ]
+    job = torchrun(2, "--config", CONFIG, "--run-dir", str(run), *TINY, "trainer.steps=30", *schedule)
+    out, err = job.communicate(timeout=240)
+    assert job.returncode == 0, err[-2000:]
+    assert out.count("policy            accuracy") == 1  # one evaluation, printed once
+    assert len(list(run.glob("events.out.tfevents.*"))) == 1
+    assert logged_steps(run) == [5, 10, 15, 20, 25, 30]
+    assert json.loads((run / "summary.json").read_text())["step"] == 30
+    assert torch.load(run / "checkpoints" / "last.pt")["step"] == 30
+
+    resumed = subprocess.run(
+        [sys.executable, TRAIN, "--resume", str(run), "trainer.steps=40", "trainer.batch_size=32"],  # same global batch
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert logged_steps(run) == [5, 10, 15, 20, 25, 30, 35, 40]  # none lost, none repeated
+    assert torch.load(run / "checkpoints" / "last.pt")["step"] == 40
+    assert "batch_size: 32" in (run / "config.yaml").read_text()
+
+
+@pytest.mark.parametrize("target", ["job", "one rank"])
+def test_sigterm_stops_every_rank_at_the_same_step(tmp_path, target, torchrun):
+    """SIGTERM to torchrun (which passes it to every rank) or to rank 1 alone: both ranks stop after
+    one step, one checkpoint holds it, and nothing waits in a collective."""
+    run = tmp_path / "run"
+    schedule = ["trainer.steps=100000", "trainer.warmup_steps=10", "trainer.log_every=5", "trainer.eval_every=0"]
+    job = torchrun(2, "--config", CONFIG, "--run-dir", str(run), *TINY, *schedule)
+    deadline = time.monotonic() + 120
+    while not (run / "metrics.jsonl").exists() or len(logged_steps(run)) < 4:  # well into training
+        assert job.poll() is None and time.monotonic() < deadline, job.communicate()[1][-2000:]
+        time.sleep(0.2)
+    if target == "job":
+        job.send_signal(signal.SIGTERM)
+    else:
+        os.kill(workers(job)[-1], signal.SIGTERM)
+    out, err = job.communicate(timeout=60)  # no rank left waiting in a collective
+    stopped = [int(step) for step in re.findall(r"stopped at step (\d+)", out + err)]
+    assert len(stopped) == 2 and stopped[0] == stopped[1], out + err[-2000:]
+    assert torch.load(run / "checkpoints" / "last.pt")["step"] == stopped[0]
+    assert logged_steps(run)[-1] <= stopped[0]
+
+
+def test_one_process_without_torchrun_is_one_rank_on_the_cpu(monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    ranks = setup("auto")
+    assert (ranks.rank, ranks.world, ranks.main) == (0, 1, True)
+    if not torch.cuda.is_available():
+        assert ranks.device.type == "cpu"
+        with pytest.raises(ConfigError, match="trainer.device: cuda, but this torch .* sees no CUDA device"):
+            pick_device("cuda")
+
+
+def test_bf16_autocast_trains_in_bfloat16(make_trainer):
+    """The option changes the arithmetic (the weights part from float32's) and training stays finite."""
+    runs = {}
+    for precision in ("float32", "bf16"):
+        trainer = make_trainer(f"trainer.precision={precision}", "trainer.steps=8", "trainer.warmup_steps=4")
+        with trainer.updates._autocast():
+            dtype = trainer.model.stack.final_mlp(torch.zeros(1, 16)).dtype
+        trainer.train()
+        trainer.updates.check_parameters()
+        runs[precision] = (dtype, network(trainer.model.state_dict()))
+    assert runs["float32"][0] == torch.float32 and runs["bf16"][0] == torch.bfloat16
+    assert max_difference(runs["float32"][1], runs["bf16"][1]) > 1e-4
+
+
+def test_gpu_smoke_runs_on_the_cpu_and_refuses_a_missing_gpu(tmp_path):
+    out = tmp_path / "smoke.txt"
+    args = ["--device", "cpu", "--steps", "4", "--repeats", "1", "--batches", "4", "--out", str(out)]
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "experiments" / "gpu_smoke.py"), *args], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = out.read_text().splitlines()
+    assert lines[0].startswith("# python") and "torch" in lines[1] and lines[2] == "# device: CPU"
+    assert [line.split()[:2] for line in lines[3:5]] == [["train", "float32"], ["train", "bf16"]]
+    assert "steps/s" in lines[3] and "greedy" in lines[3] and "skip" in lines[5] and "efficiency" in lines[5]
+    if not torch.cuda.is_available():
+        refused = subprocess.run(
+            [sys.executable, str(ROOT / "experiments" / "gpu_smoke.py")], capture_output=True, text=True
+        )
+        assert refused.returncode == 2 and refused.stderr.count("\n") == 1 and "no CUDA device" in refused.stderr
+
+
+def test_bench_ddp_prints_samples_per_second_for_one_and_two_ranks(tmp_path):
+    out = tmp_path / "ddp.json"
+    tiny = [o for o in TINY if "batch_size" not in o]  # the script sets the batch
+    args = ["--steps", "6", "--repeats", "1", "--global-batch", "8", "--out", str(out), *tiny]
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "experiments" / "bench_ddp.py"), *args], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert [(s["ranks"], s["global_batch"]) for s in result["settings"]] == [(1, 8), (2, 8), (2, 16)]
+    assert all(s["samples_per_second"] > 0 for s in result["settings"]) and result["settings"][0]["speedup"] == 1.0
+    assert "samples/s" in done.stdout and result["torch"] == torch.__version__
