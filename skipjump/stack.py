@@ -105,7 +105,7 @@ def count_unique_rows(executed: torch.Tensor) -> int:
     if executed.shape[1] > 62:
         return int(torch.unique(executed, dim=0).shape[0])
     bits = 1 << torch.arange(executed.shape[1], device=executed.device)
-    return int(torch.unique(executed.long() @ bits).numel())
+    return int(torch.unique((executed.long() * bits).sum(dim=1)).numel())  # no integer matmul on CUDA
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
