@@ -28,7 +28,7 @@ from skipjump.evaluate import evaluate, format_difficulty, format_table
 from skipjump.monitor import Monitor
 from skipjump.runlog import RunLog, checkpoint_path
 from skipjump.runs import LOAD_ERRORS, read_run, restore
-from skipjump.trainer import NonFiniteError, build, stop_on_signals
+from skipjump.trainer import NonFiniteError, Trainer, build, stop_on_signals
 
 # What a resumed run may change: when it stops, what it logs, where it runs, and the rows per rank
 # (so that M ranks can continue N ranks' run with the same global batch), never what it learns.
@@ -73,7 +73,7 @@ def train(args: argparse.Namespace, config: Config, state: dict | None, ranks: R
     """Train on this rank; rank 0 writes the run directory, evaluates and prints the results."""
     default = f"runs/{Path(args.config or '').stem}__{config.seed}__{int(time.time())}"
     run_dir = Path(args.resume or args.run_dir or ranks.share(default))  # one name, whatever each rank's clock says
-    run = None
+    run, problem = None, None
     try:
         if state is None and ((run_dir / "metrics.jsonl").exists() or (run_dir / "checkpoints").exists()):
             raise ConfigError(f"{run_dir} already holds a run: continue it with --resume or pick another --run-dir")
@@ -82,30 +82,37 @@ def train(args: argparse.Namespace, config: Config, state: dict | None, ranks: R
         trainer = build(config, run and Monitor(run, config.trainer), ranks)
         if state is not None:
             restore(trainer, state, checkpoint_path(run_dir))  # every entry checked before any is used
-        ranks.broadcast(trainer.model, trainer.updates.agent)  # one starting point, whatever each rank read
         if run is not None:
             if state is not None:
                 remove_stale_temporaries(run.checkpoint_path)
+                note_batch_change(state, trainer)
             run.open()
     except LOAD_ERRORS as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        problem = f"error: {error}"
     except OSError as error:
-        print(f"error: cannot write {describe(error, run_dir)}", file=sys.stderr)
+        problem = f"error: cannot write {describe(error, run_dir)}"
+    problem = ranks.first_error(problem)  # one rank's problem stops them all, here, before any collective
+    if problem is not None:
+        if ranks.main:
+            print(problem, file=sys.stderr)
         return 2
+    ranks.broadcast(trainer.model, trainer.updates.agent)  # one starting point, whatever each rank read
 
     started = time.perf_counter()
     try:
-        with stop_on_signals(trainer):
+        with stop_on_signals(trainer):  # kept through the save: a second SIGTERM must not cut it short
             trainer.train()
-        if trainer.stop_signal is not None:  # every rank stops after the same step (Ranks.agree)
-            if run is None:
-                print(f"rank {ranks.rank}: stopped at step {trainer.step}", file=sys.stderr)
-            else:
-                trainer.monitor.save(trainer)
-                run.close()
-                print(f"stopped at step {trainer.step}; resume with: python experiments/train.py --resume {run_dir}")
-            return 128 + trainer.stop_signal
+            if trainer.stop_signal is not None:  # every rank stops after the same step (Ranks.agree)
+                if run is None:
+                    print(f"rank {ranks.rank}: stopped at step {trainer.step}", file=sys.stderr)
+                else:
+                    trainer.monitor.save(trainer)
+                    run.close()
+                    print(
+                        f"stopped at step {trainer.step}; resume with: python experiments/train.py --resume {run_dir}"
+                    )
+                ranks.barrier()  # no rank exits before the checkpoint is written: torchrun would stop rank 0
+                return 128 + trainer.stop_signal
         if run is None:
             return 0  # evaluation runs once, on rank 0
         trained = time.perf_counter() - started
@@ -144,6 +151,14 @@ def train(args: argparse.Namespace, config: Config, state: dict | None, ranks: R
         print(format_difficulty(summaries))
     print(f"\nrun directory: {run_dir}\nTensorBoard:   tensorboard --logdir {run_dir.parent}")
     return 0
+
+
+def note_batch_change(state: dict, trainer: Trainer) -> None:
+    """Say so when a resumed run takes a different number of rows per step than the run it continues."""
+    before, now, ranks = state.get("global_batch"), trainer.global_batch, trainer.ranks.world
+    if before is not None and before != now:
+        keep = f"; trainer.batch_size={before // ranks} keeps it" if before % ranks == 0 else ""
+        print(f"note: the run took {before} rows per step over all ranks, now {now} ({ranks} x batch_size){keep}")
 
 
 def describe(error: OSError, run_dir: Path) -> str:

@@ -21,6 +21,7 @@ whose collectives do nothing, so the trainer has a single code path.
 
 from __future__ import annotations
 
+import datetime
 import os
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -44,7 +45,12 @@ def pick_device(choice: Device = "auto", local_rank: int = 0) -> torch.device:
         )
     if choice == "cpu" or not torch.cuda.is_available():
         return torch.device("cpu")
-    return torch.device("cuda", local_rank % torch.cuda.device_count())
+    if local_rank >= torch.cuda.device_count():  # two ranks on one GPU: nccl refuses or hangs
+        raise ConfigError(
+            f"trainer.device: local rank {local_rank} but {torch.cuda.device_count()} GPUs on this machine;"
+            " start at most one rank per GPU (--nproc_per_node)"
+        )
+    return torch.device("cuda", local_rank)
 
 
 @dataclass(frozen=True)
@@ -66,9 +72,10 @@ class Ranks:
         return slice(self.rank * size, (self.rank + 1) * size)
 
     def seed_paths(self, seed: int, step: int = 0) -> None:
-        """Give ranks > 0 random streams of their own (rank 0 keeps the single-process stream).
-        ``step``: where a resumed run starts, so a rank's stream differs from the one before."""
-        if self.rank > 0:
+        """Give ranks > 0 random streams of their own (rank 0 keeps the single-process stream, which a
+        checkpoint holds for the CPU only). ``step``: where a resumed run starts, so that a rank's
+        stream differs from the one before."""
+        if self.rank > 0 or (step > 0 and self.device.type == "cuda"):
             seed_everything(int(np.random.SeedSequence([seed, self.rank, step]).generate_state(1)[0]))
 
     def average_gradients(self, params: list[nn.Parameter]) -> None:
@@ -113,6 +120,19 @@ class Ranks:
             for tensor in module.state_dict().values():
                 dist.broadcast(tensor, src=0)
 
+    def first_error(self, message: str | None) -> str | None:
+        """The first rank's error message, or None when every rank passes None: so that a problem on
+        one rank (a run directory rank 0 cannot write) stops every rank, none left in a collective."""
+        if self.world == 1:
+            return message
+        messages: list[str | None] = [None] * self.world
+        dist.all_gather_object(messages, message)
+        return next((m for m in messages if m is not None), None)
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            dist.barrier()
+
     def share(self, value: T) -> T:
         """Rank 0's ``value`` (a small picklable object, e.g. the run directory's name) on every rank."""
         if self.world == 1:
@@ -131,7 +151,8 @@ def setup(device: Device = "auto") -> Ranks:
         return Ranks(device=chosen)
     if chosen.type == "cuda":
         torch.cuda.set_device(chosen)
-    dist.init_process_group("nccl" if chosen.type == "cuda" else "gloo")
+    # Ranks > 0 wait in a collective while rank 0 evaluates or saves: give that an hour, not nccl's 10 minutes.
+    dist.init_process_group("nccl" if chosen.type == "cuda" else "gloo", timeout=datetime.timedelta(hours=1))
     return Ranks(dist.get_rank(), dist.get_world_size(), chosen)
 
 

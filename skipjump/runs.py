@@ -96,6 +96,8 @@ def check_state(trainer: Trainer, state: Any, path: str | Path) -> None:
         raise CheckpointError(f"{path}: incomplete checkpoint, missing {', '.join(missing)}")
     if not all(type(state[key]) is int and state[key] >= 0 for key in ("step", "policy_updates")):
         raise CheckpointError(f"{path}: malformed checkpoint (step and policy_updates must be counts)")
+    if "global_batch" in state and not (type(state["global_batch"]) is int and state["global_batch"] > 0):
+        raise malformed("global_batch", f"got {cut(state['global_batch'], 60, quote=True)}, must be a count > 0")
     check_module_state(trainer.model, state["model"], path, "the model")
 
     updates = state["updates"]

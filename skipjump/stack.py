@@ -156,7 +156,7 @@ class JumpStack(nn.Module):
             torch.default_generator.manual_seed(torch.initial_seed() + 1)  # not depend on the policy
             self.policy = JumpPolicy(c.dims, c.num_layers, c.max_jump, c.policy_hidden, c.policy_inputs, extra)
         self.register_buffer("last_loss", torch.tensor(float("nan")))
-        self._flops_cache: dict[int, torch.Tensor] = {}
+        self._flops_cache: dict = {}  # tokens -> (L,) FLOPs; (tokens, device, dtype) -> the same, there
 
     @property
     def num_layers(self) -> int:
@@ -371,7 +371,10 @@ class JumpStack(nn.Module):
 
         The final gated MLP always runs; ``extra_flops`` (...) adds e.g. the policy's own FLOPs.
         """
-        flops = self.layer_flops(tokens).to(layer_runs.device, layer_runs.dtype)
+        key = (tokens, layer_runs.device, layer_runs.dtype)
+        if key not in self._flops_cache:  # a copy to the GPU per forward would stall the host
+            self._flops_cache[key] = self.layer_flops(tokens).to(layer_runs.device, layer_runs.dtype)
+        flops = self._flops_cache[key]
         return (layer_runs @ flops + self.final_flops(tokens) + extra_flops) / self.full_depth_flops(tokens)
 
     def _make_trace(self, routing, tokens, actions, executed, log_probs, entropy, features, probe_flops) -> JumpTrace:

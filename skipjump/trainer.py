@@ -24,7 +24,7 @@ from skipjump.evaluate import Evaluation, run_policy, subsample
 from skipjump.monitor import Monitor
 from skipjump.path_scores import oracle_actions
 from skipjump.schedule import Schedule
-from skipjump.stack import Routing
+from skipjump.stack import Routing, count_unique_rows
 from skipjump.tasks import JumpModel, Split, Task, make_task
 from skipjump.updates import NonFiniteError, Updates
 
@@ -104,7 +104,8 @@ class Trainer:
         generator = torch.Generator().manual_seed(self.config.seed)
         stats: dict[str, float] = {}
         shard, device = self.ranks.shard(self.global_batch), self.ranks.device
-        for _ in tqdm(range(t.imitation_steps), desc="imitate oracle paths", leave=False, disable=None):
+        quiet = None if self.ranks.main else True
+        for _ in tqdm(range(t.imitation_steps), desc="imitate oracle paths", leave=False, disable=quiet):
             index = torch.randint(len(pool), (self.global_batch,), generator=generator)[shard]
             stats = self.updates.imitate(pool.inputs[index].to(device), actions[index].to(device))
         return stats
@@ -122,6 +123,8 @@ class Trainer:
             # The handler writes signal_received, never stop_signal: a signal landing while this line
             # runs must not be overwritten by its result.
             stats, self.stop_signal = self.ranks.agree(stats, self.signal_received)
+            if paths is not None and self.ranks.world > 1:  # distinct paths of the global batch, not a mean
+                stats.update({k: count_unique_rows(paths[1]) for k in stats if k.endswith("/unique_paths")})
             bar.update(1)
             if "policy/reward" in stats:
                 bar.set_postfix(
@@ -151,6 +154,7 @@ class Trainer:
             "policy_updates": self.policy_updates,
             "random": random_states(),
             "window": self.monitor.state_dict() if self.monitor is not None else {"scalars": {}, "paths": []},
+            "global_batch": self.global_batch,  # rows per step over all ranks (not in older checkpoints)
         }
 
     def load_state_dict(self, state: dict, path: str = "checkpoint") -> None:
@@ -179,7 +183,9 @@ class Trainer:
 def build(config: Config, monitor: Monitor | None = None, ranks: Ranks | None = None) -> Trainer:
     """Seed everything, make the task and its model, and a trainer over them: the one way to start a run.
 
-    ``ranks``: this process's place in a torchrun job and its device (default: one rank on the CPU).
+    ``ranks``: this process's place in a torchrun job and its device (default: one rank on the CPU,
+    whatever ``trainer.device`` says: train.py alone turns that into a device, so loaders of a
+    finished run stay on the CPU).
     """
     seed_everything(config.seed)
     task = make_task(config.task, config.seed)

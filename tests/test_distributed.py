@@ -18,6 +18,7 @@ from conftest import CONFIG, ROOT, TINY, tiny_config
 
 from skipjump.config import ConfigError
 from skipjump.distributed import Ranks, pick_device, setup
+from skipjump.stack import Routing
 from skipjump.trainer import build
 
 TRAIN = str(ROOT / "experiments" / "train.py")
@@ -31,22 +32,51 @@ def free_port() -> int:
 
 
 def _worker(rank: int, world: int, port: int, out: Path, overrides: tuple, steps: int) -> None:
-    """One rank: train ``steps`` steps of the tiny config and save what it ends with."""
+    """One rank: train ``steps`` steps of the tiny config, then sample paths for the first test
+    inputs; save the weights, lam and those paths."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
         trainer = build(tiny_config(*overrides), ranks=Ranks(rank, world))
         trainer.train(steps)
-        state = {"model": trainer.model.state_dict(), "lam": trainer.updates.agent.lam, "rng": torch.get_rng_state()}
+        with torch.no_grad():
+            _, trace = trainer.model(trainer.task.test.inputs[:64], Routing("sample"))
+        state = {"model": trainer.model.state_dict(), "lam": trainer.updates.agent.lam, "actions": trace.actions}
         torch.save(state, out / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()
 
 
-def run_ranks(tmp_path: Path, world: int, overrides: tuple, steps: int) -> list[dict]:
-    mp.spawn(_worker, args=(world, free_port(), tmp_path, overrides, steps), nprocs=world)
+def _average_worker(rank: int, world: int, port: int, out: Path) -> None:
+    """Three parameters: a gradient on both ranks, on rank 0 only (rank 1 skipped its layer), on none."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        params = [torch.nn.Parameter(torch.zeros(3)) for _ in range(3)]
+        params[0].grad = torch.full((3,), 2.0 + rank)
+        if rank == 0:
+            params[1].grad = torch.tensor([4.0, -2.0, 6.0])
+        Ranks(rank, world).average_gradients(params)
+        torch.save([p.grad for p in params], out / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def spawn(worker, tmp_path: Path, world: int, *args) -> list:
+    mp.spawn(worker, args=(world, free_port(), tmp_path, *args), nprocs=world)
     return [torch.load(tmp_path / f"rank{r}.pt") for r in range(world)]
+
+
+def run_ranks(tmp_path: Path, world: int, overrides: tuple, steps: int) -> list[dict]:
+    return spawn(_worker, tmp_path, world, overrides, steps)
+
+
+def test_gradients_are_averaged_with_zeros_where_a_rank_has_none(tmp_path):
+    for grads in spawn(_average_worker, tmp_path, 2):
+        assert torch.equal(grads[0], torch.full((3,), 2.5))  # (2 + 3) / 2
+        assert torch.equal(grads[1], torch.tensor([2.0, -1.0, 3.0]))  # rank 1 counts as zeros
+        assert grads[2] is None  # unused on every rank: no gradient, as under DDP
 
 
 def network(state: dict) -> dict[str, torch.Tensor]:
@@ -89,7 +119,7 @@ def test_ranks_sample_their_own_paths_and_end_identical(tmp_path):
     assert max_difference(ranks[0]["model"], ranks[1]["model"]) < 1e-6
     assert float(ranks[0]["lam"]) == pytest.approx(float(ranks[1]["lam"]))
     assert float(ranks[0]["lam"]) != pytest.approx(0.1)  # lam moved (its starting value is 0.1)
-    assert not torch.equal(ranks[0]["rng"], ranks[1]["rng"])  # each rank its own stream
+    assert not torch.equal(ranks[0]["actions"], ranks[1]["actions"])  # same weights and inputs, own streams
 
 
 def workers(job: subprocess.Popen) -> list[int]:
@@ -150,7 +180,20 @@ def test_two_rank_run_writes_one_run_directory_and_resumes_on_one_rank(tmp_path,
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert logged_steps(run) == [5, 10, 15, 20, 25, 30, 35, 40]  # none lost, none repeated
     assert torch.load(run / "checkpoints" / "last.pt")["step"] == 40
-    assert "batch_size: 32" in (run / "config.yaml").read_text()
+    assert "batch_size: 32" in (run / "config.yaml").read_text() and "note:" not in resumed.stdout
+    again = subprocess.run(
+        [sys.executable, TRAIN, "--resume", str(run), "trainer.steps=45"], capture_output=True, text=True
+    )
+    assert again.returncode == 0 and "note: the run took 32 rows per step over all ranks, now 16" in again.stdout
+
+
+def test_a_problem_on_rank_0_alone_stops_every_rank(tmp_path, torchrun):
+    """Rank 0 cannot create the run directory (its parent is a file); rank 1 must not wait for it."""
+    (tmp_path / "file").write_text("")
+    job = torchrun(2, "--config", CONFIG, "--run-dir", str(tmp_path / "file" / "run"), *TINY, "trainer.steps=30")
+    out, err = job.communicate(timeout=120)
+    assert err.count("error: cannot write") == 1 and "Not a directory" in err
+    assert job.returncode != 0  # and within the timeout: rank 1 did not wait for rank 0
 
 
 @pytest.mark.parametrize("target", ["job", "one rank"])
@@ -161,7 +204,8 @@ def test_sigterm_stops_every_rank_at_the_same_step(tmp_path, target, torchrun):
     schedule = ["trainer.steps=100000", "trainer.warmup_steps=10", "trainer.log_every=5", "trainer.eval_every=0"]
     job = torchrun(2, "--config", CONFIG, "--run-dir", str(run), *TINY, *schedule)
     deadline = time.monotonic() + 120
-    while not (run / "metrics.jsonl").exists() or len(logged_steps(run)) < 4:  # well into training
+    metrics = run / "metrics.jsonl"
+    while not metrics.exists() or metrics.read_text().count("\n") < 4:  # well into training
         assert job.poll() is None and time.monotonic() < deadline, job.communicate()[1][-2000:]
         time.sleep(0.2)
     if target == "job":
