@@ -182,18 +182,43 @@ def test_two_rank_run_writes_one_run_directory_and_resumes_on_one_rank(tmp_path,
     assert torch.load(run / "checkpoints" / "last.pt")["step"] == 40
     assert "batch_size: 32" in (run / "config.yaml").read_text() and "note:" not in resumed.stdout
     again = subprocess.run(
-        [sys.executable, TRAIN, "--resume", str(run), "trainer.steps=45"], capture_output=True, text=True
+        [sys.executable, TRAIN, "--resume", str(run), "trainer.steps=45", "trainer.batch_size=16"],
+        capture_output=True,
+        text=True,
     )
     assert again.returncode == 0 and "note: the run took 32 rows per step over all ranks, now 16" in again.stdout
 
 
-def test_a_problem_on_rank_0_alone_stops_every_rank(tmp_path, torchrun):
-    """Rank 0 cannot create the run directory (its parent is a file); rank 1 must not wait for it."""
+def _train_worker(rank: int, world: int, port: int, out: Path, args: list[str]) -> None:
+    """One rank of experiments/train.py, started as a launcher without an agent (srun, say) would."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank))
+    os.environ.update(WORLD_SIZE=str(world), OMP_NUM_THREADS="1")
+    import train
+
+    (out / f"rank{rank}.code").write_text(str(train.main(args)))
+
+
+def test_a_problem_on_rank_0_alone_stops_every_rank(tmp_path):
+    """Rank 0 cannot create the run directory (its parent is a file). Without torchrun's agent to
+    kill it, rank 1 would wait for rank 0 in a collective; it must stop by itself, with exit 2."""
     (tmp_path / "file").write_text("")
-    job = torchrun(2, "--config", CONFIG, "--run-dir", str(tmp_path / "file" / "run"), *TINY, "trainer.steps=30")
-    out, err = job.communicate(timeout=120)
-    assert err.count("error: cannot write") == 1 and "Not a directory" in err
-    assert job.returncode != 0  # and within the timeout: rank 1 did not wait for rank 0
+    args = [
+        "--config",
+        CONFIG,
+        "--run-dir",
+        str(tmp_path / "file" / "run"),
+        *TINY,
+        "trainer.steps=30",
+        "trainer.warmup_steps=5",
+    ]
+    context = mp.spawn(_train_worker, args=(2, free_port(), tmp_path, args), nprocs=2, join=False)
+    deadline = time.monotonic() + 120
+    while not context.join(timeout=1):
+        if time.monotonic() > deadline:
+            for process in context.processes:
+                process.kill()
+            pytest.fail("a rank was left waiting")
+    assert [(tmp_path / f"rank{r}.code").read_text() for r in (0, 1)] == ["2", "2"]
 
 
 @pytest.mark.parametrize("target", ["job", "one rank"])
