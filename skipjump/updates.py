@@ -79,10 +79,18 @@ class Updates:
         if not self.model.training:  # train() walks every submodule: ~1 ms a step when repeated
             self.model.train()
 
+    def _check_local(self, name: str, value: torch.Tensor) -> None:
+        """Raise on a NaN or infinite ``value`` from this rank's batch. Under torchrun it is left to
+        reach the gradients instead, whose averaged norm every rank checks at the same point
+        (:meth:`_step`): no rank raises alone and leaves the others waiting in a collective."""
+        if self.ranks.world == 1:
+            check_finite(name, value)
+
     def _step(self, params: list, optimizer: torch.optim.Optimizer, clip: float, name: str) -> None:
         self.ranks.average_gradients(params)
         norm = torch.nn.utils.clip_grad_norm_(params, clip if clip > 0 else math.inf, foreach=True)
-        check_finite(f"{name} gradient norm", norm)
+        where = "" if self.ranks.world == 1 else " over all ranks (a loss, reward or gradient of some rank)"
+        check_finite(f"{name} gradient norm{where}", norm)
         optimizer.step()
 
     def _step_policy(self, loss: torch.Tensor) -> None:
@@ -106,12 +114,12 @@ class Updates:
         """Per-sample task loss (B,) and reward (B,) of one forward pass."""
         a = self.config.agent
         loss = self.task.per_sample_loss(outputs, targets)
-        check_finite("task loss", loss)
+        self._check_local("task loss", loss)
         correct = self.task.correct(outputs, targets)
         rewards = jump_reward(
             trace, loss.detach(), correct, kind=a.reward, lam=float(self.agent.lam), gamma=a.gamma, loss_cap=a.loss_cap
         )
-        check_finite("reward", rewards)
+        self._check_local("reward", rewards)
         return loss, rewards
 
     def _policy_loss(self, inputs: torch.Tensor, targets: torch.Tensor, first_decision: int):
@@ -128,7 +136,7 @@ class Updates:
                     greedy_outputs, greedy_trace = self.model(inputs, Routing("greedy", first_decision=first_decision))
                     _, greedy_rewards = self._score(greedy_outputs, targets, greedy_trace)
         loss, stats = self.agent.loss(trace, rewards, greedy_rewards)
-        check_finite("policy loss", loss)
+        self._check_local("policy loss", loss)
         self.agent.adapt_lam(trace.compute_fraction)
         stats.update(self._task_stats("policy", outputs, repeated_targets, task_loss, trace))
         return loss, stats, task_loss, trace
@@ -143,7 +151,7 @@ class Updates:
         with frozen(self.policy_params), self._autocast():
             outputs, trace = self.model(inputs, routing)
         loss = self.task.per_sample_loss(outputs.float(), targets)
-        check_finite("task loss", loss)
+        self._check_local("task loss", loss)
         t = self.config.trainer
         self.network_optimizer.zero_grad(set_to_none=True)
         loss.mean().backward()
@@ -182,7 +190,7 @@ class Updates:
         with frozen(self.network_params), self._autocast():
             _, trace = self.model(inputs, Routing("imitate", actions=actions))
             loss = -trace.log_probs.mean()
-            check_finite("imitation loss", loss)
+            self._check_local("imitation loss", loss)
             self._step_policy(loss)
         return {
             "imitation/loss": float(loss.detach()),

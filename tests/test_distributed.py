@@ -1,6 +1,7 @@
 """Data-parallel training on the CPU with gloo: 2 ranks against 1, a torchrun run directory, resume, SIGTERM."""
 
 import json
+import math
 import os
 import re
 import signal
@@ -20,6 +21,7 @@ from skipjump.config import ConfigError
 from skipjump.distributed import Ranks, pick_device, setup
 from skipjump.stack import Routing
 from skipjump.trainer import build
+from skipjump.updates import NonFiniteError
 
 TRAIN = str(ROOT / "experiments" / "train.py")
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
@@ -63,9 +65,43 @@ def _average_worker(rank: int, world: int, port: int, out: Path) -> None:
         dist.destroy_process_group()
 
 
-def spawn(worker, tmp_path: Path, world: int, *args) -> list:
-    mp.spawn(worker, args=(world, free_port(), tmp_path, *args), nprocs=world)
-    return [torch.load(tmp_path / f"rank{r}.pt") for r in range(world)]
+def spawn(worker, tmp_path: Path, world: int, *args, suffix: str = "pt") -> list:
+    """Run ``worker`` on ``world`` ranks and read what each saved; fail, not hang, if a rank is left waiting."""
+    context = mp.spawn(worker, args=(world, free_port(), tmp_path, *args), nprocs=world, join=False)
+    deadline = time.monotonic() + 120
+    while not context.join(timeout=1):
+        if time.monotonic() > deadline:
+            for process in context.processes:
+                process.kill()
+            pytest.fail("a rank was left waiting")
+    read = torch.load if suffix == "pt" else Path.read_text
+    return [read(tmp_path / f"rank{r}.{suffix}") for r in range(world)]
+
+
+def _nan_worker(rank: int, world: int, port: int, out: Path, nan_at: int) -> None:
+    """Rank 1's task loss turns NaN at step ``nan_at``, rank 0's never does."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        trainer = build(tiny_config("trainer.batch_size=8"), ranks=Ranks(rank, world))
+        if rank == 1:
+            loss = trainer.task.per_sample_loss
+            trainer.task.per_sample_loss = lambda o, t: loss(o, t) * (math.nan if trainer.step == nan_at else 1.0)
+        try:
+            trainer.train()
+            outcome = "finished"
+        except NonFiniteError as error:
+            outcome = str(error)
+        (out / f"rank{rank}.txt").write_text(outcome)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("nan_at", [4, 13])  # a supervised and a policy step (2 warm-up steps, then alternating)
+def test_a_nan_on_one_rank_stops_every_rank_at_the_same_step(tmp_path, nan_at):
+    outcomes = spawn(_nan_worker, tmp_path, 2, nan_at, suffix="txt")
+    assert all(o.startswith(f"step {nan_at}: non-finite") and "some rank" in o for o in outcomes), outcomes
 
 
 def run_ranks(tmp_path: Path, world: int, overrides: tuple, steps: int) -> list[dict]:
@@ -211,14 +247,7 @@ def test_a_problem_on_rank_0_alone_stops_every_rank(tmp_path):
         "trainer.steps=30",
         "trainer.warmup_steps=5",
     ]
-    context = mp.spawn(_train_worker, args=(2, free_port(), tmp_path, args), nprocs=2, join=False)
-    deadline = time.monotonic() + 120
-    while not context.join(timeout=1):
-        if time.monotonic() > deadline:
-            for process in context.processes:
-                process.kill()
-            pytest.fail("a rank was left waiting")
-    assert [(tmp_path / f"rank{r}.code").read_text() for r in (0, 1)] == ["2", "2"]
+    assert spawn(_train_worker, tmp_path, 2, args, suffix="code") == ["2", "2"]
 
 
 @pytest.mark.parametrize("target", ["job", "one rank"])
