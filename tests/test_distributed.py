@@ -33,41 +33,45 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _worker(rank: int, world: int, port: int, out: Path, overrides: tuple, steps: int) -> None:
+def _worker(rank: int, world: int, out: Path, overrides: tuple, steps: int) -> None:
     """One rank: train ``steps`` steps of the tiny config, then sample paths for the first test
     inputs; save the weights, lam and those paths."""
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    try:
-        trainer = build(tiny_config(*overrides), ranks=Ranks(rank, world))
-        trainer.train(steps)
-        with torch.no_grad():
-            _, trace = trainer.model(trainer.task.test.inputs[:64], Routing("sample"))
-        state = {"model": trainer.model.state_dict(), "lam": trainer.updates.agent.lam, "actions": trace.actions}
-        torch.save(state, out / f"rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
+    trainer = build(tiny_config(*overrides), ranks=Ranks(rank, world))
+    trainer.train(steps)
+    with torch.no_grad():
+        _, trace = trainer.model(trainer.task.test.inputs[:64], Routing("sample"))
+    state = {"model": trainer.model.state_dict(), "lam": trainer.updates.agent.lam, "actions": trace.actions}
+    torch.save(state, out / f"rank{rank}.pt")
 
 
-def _average_worker(rank: int, world: int, port: int, out: Path) -> None:
+def _average_worker(rank: int, world: int, out: Path) -> None:
     """Three parameters: a gradient on both ranks, on rank 0 only (rank 1 skipped its layer), on none."""
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+    params = [torch.nn.Parameter(torch.zeros(3)) for _ in range(3)]
+    params[0].grad = torch.full((3,), 2.0 + rank)
+    if rank == 0:
+        params[1].grad = torch.tensor([4.0, -2.0, 6.0])
+    Ranks(rank, world).average_gradients(params)
+    torch.save([p.grad for p in params], out / f"rank{rank}.pt")
+
+
+def _rank(rank: int, worker, world: int, port: int, out: Path, join: bool, *args) -> None:
+    """A spawned process: torchrun's environment for ``rank``, the gloo group joined (unless ``join``
+    is False: the worker joins it itself), then ``worker(rank, world, out, *args)``."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank))
+    os.environ.update(WORLD_SIZE=str(world), OMP_NUM_THREADS="1")
+    torch.set_num_threads(1)
+    if join:
+        dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
-        params = [torch.nn.Parameter(torch.zeros(3)) for _ in range(3)]
-        params[0].grad = torch.full((3,), 2.0 + rank)
-        if rank == 0:
-            params[1].grad = torch.tensor([4.0, -2.0, 6.0])
-        Ranks(rank, world).average_gradients(params)
-        torch.save([p.grad for p in params], out / f"rank{rank}.pt")
+        worker(rank, world, out, *args)
     finally:
-        dist.destroy_process_group()
+        if join:
+            dist.destroy_process_group()
 
 
-def spawn(worker, tmp_path: Path, world: int, *args, suffix: str = "pt") -> list:
+def spawn(worker, tmp_path: Path, world: int, *args, suffix: str = "pt", join: bool = True) -> list:
     """Run ``worker`` on ``world`` ranks and read what each saved; fail, not hang, if a rank is left waiting."""
-    context = mp.spawn(worker, args=(world, free_port(), tmp_path, *args), nprocs=world, join=False)
+    context = mp.spawn(_rank, args=(worker, world, free_port(), tmp_path, join, *args), nprocs=world, join=False)
     deadline = time.monotonic() + 120
     while not context.join(timeout=1):
         if time.monotonic() > deadline:
@@ -78,24 +82,18 @@ def spawn(worker, tmp_path: Path, world: int, *args, suffix: str = "pt") -> list
     return [read(tmp_path / f"rank{r}.{suffix}") for r in range(world)]
 
 
-def _nan_worker(rank: int, world: int, port: int, out: Path, nan_at: int) -> None:
+def _nan_worker(rank: int, world: int, out: Path, nan_at: int) -> None:
     """Rank 1's task loss turns NaN at step ``nan_at``, rank 0's never does."""
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+    trainer = build(tiny_config("trainer.batch_size=8"), ranks=Ranks(rank, world))
+    if rank == 1:
+        loss = trainer.task.per_sample_loss
+        trainer.task.per_sample_loss = lambda o, t: loss(o, t) * (math.nan if trainer.step == nan_at else 1.0)
     try:
-        trainer = build(tiny_config("trainer.batch_size=8"), ranks=Ranks(rank, world))
-        if rank == 1:
-            loss = trainer.task.per_sample_loss
-            trainer.task.per_sample_loss = lambda o, t: loss(o, t) * (math.nan if trainer.step == nan_at else 1.0)
-        try:
-            trainer.train()
-            outcome = "finished"
-        except NonFiniteError as error:
-            outcome = str(error)
-        (out / f"rank{rank}.txt").write_text(outcome)
-    finally:
-        dist.destroy_process_group()
+        trainer.train()
+        outcome = "finished"
+    except NonFiniteError as error:
+        outcome = str(error)
+    (out / f"rank{rank}.txt").write_text(outcome)
 
 
 @pytest.mark.parametrize("nan_at", [4, 13])  # a supervised and a policy step (2 warm-up steps, then alternating)
@@ -225,10 +223,9 @@ def test_two_rank_run_writes_one_run_directory_and_resumes_on_one_rank(tmp_path,
     assert again.returncode == 0 and "note: the run took 32 rows per step over all ranks, now 16" in again.stdout
 
 
-def _train_worker(rank: int, world: int, port: int, out: Path, args: list[str]) -> None:
-    """One rank of experiments/train.py, started as a launcher without an agent (srun, say) would."""
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank))
-    os.environ.update(WORLD_SIZE=str(world), OMP_NUM_THREADS="1")
+def _train_worker(rank: int, world: int, out: Path, args: list[str]) -> None:
+    """One rank of experiments/train.py, started as a launcher without an agent (srun, say) would:
+    it joins the group itself, from the environment."""
     import train
 
     (out / f"rank{rank}.code").write_text(str(train.main(args)))
@@ -247,7 +244,7 @@ def test_a_problem_on_rank_0_alone_stops_every_rank(tmp_path):
         "trainer.steps=30",
         "trainer.warmup_steps=5",
     ]
-    assert spawn(_train_worker, tmp_path, 2, args, suffix="code") == ["2", "2"]
+    assert spawn(_train_worker, tmp_path, 2, args, suffix="code", join=False) == ["2", "2"]
 
 
 @pytest.mark.parametrize("target", ["job", "one rank"])
@@ -325,5 +322,5 @@ def test_bench_ddp_prints_samples_per_second_for_one_and_two_ranks(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(out.read_text())
     assert [(s["ranks"], s["global_batch"]) for s in result["settings"]] == [(1, 8), (2, 8), (2, 16)]
-    assert all(s["samples_per_second"] > 0 for s in result["settings"]) and result["settings"][0]["speedup"] == 1.0
+    assert all(s["samples_per_second"] > 0 for s in result["settings"])
     assert "samples/s" in done.stdout and result["torch"] == torch.__version__
