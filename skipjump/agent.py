@@ -13,6 +13,9 @@ Baselines b give A = r - b:
 With ``target_compute`` set, the reward's lam is a Lagrange multiplier for the constraint
 E[compute fraction] <= target, moved by dual ascent after each policy step:
     lam <- max(0, lam + lam_lr * (mean compute fraction - target))
+With ``target_entropy`` set, entropy_coef is moved the same way to hold the mean entropy per
+decision near the target (as SAC tunes its temperature), so the policy keeps exploring:
+    entropy_coef <- max(0, entropy_coef + entropy_lr * (target - mean entropy))
 
 Batch statistics (the running mean, advantage normalisation, the compute mean that moves lam) are
 taken over ``gather(x)``: every rank's samples under torchrun, so all ranks hold the same lam.
@@ -48,6 +51,8 @@ class ReinforceAgent(nn.Module):
         )
         self.register_buffer("running_reward", torch.tensor(float("nan")))
         self.register_buffer("lam", torch.tensor(float(config.lam)))  # the reward's weight of compute saved
+        adaptive = config.target_entropy is not None  # a fixed coefficient is config, not state
+        self.register_buffer("entropy_coef", torch.tensor(float(config.entropy_coef)), persistent=adaptive)
 
     def adapt_lam(self, compute_fraction: torch.Tensor) -> None:
         """Dual ascent towards ``target_compute`` (no-op when it is None); compute_fraction (B,)."""
@@ -55,6 +60,13 @@ class ReinforceAgent(nn.Module):
         if target is not None:
             error = float(self.gather(compute_fraction).mean()) - target
             self.lam.copy_((self.lam + self.config.lam_lr * error).clamp(min=0.0))
+
+    def adapt_entropy_coef(self, entropy: torch.Tensor) -> None:
+        """Dual ascent towards ``target_entropy`` (no-op when it is None); entropy (B,) per sample."""
+        target = self.config.target_entropy
+        if target is not None:
+            error = target - float(self.gather(entropy).mean())
+            self.entropy_coef.copy_((self.entropy_coef + self.config.entropy_lr * error).clamp(min=0.0))
 
     @property
     def samples_per_input(self) -> int:
@@ -107,7 +119,7 @@ class ReinforceAgent(nn.Module):
             advantages = (advantages - everyone.mean()) / (std + 1e-8)
         policy_loss = -(advantages * trace.log_probs).mean()
         entropy = trace.entropy.mean()
-        loss = policy_loss - self.config.entropy_coef * entropy
+        loss = policy_loss - float(self.entropy_coef) * entropy  # a value: adapting it must not touch the graph
         if value_loss is not None:
             loss = loss + value_loss
         stats = {
@@ -117,6 +129,8 @@ class ReinforceAgent(nn.Module):
             "policy/advantage_std": spread,
             "policy/lam": float(self.lam),
         }
+        if self.config.target_entropy is not None:
+            stats["policy/entropy_coef"] = float(self.entropy_coef)
         if value_loss is not None:
             stats["policy/value_loss"] = float(value_loss.detach())
         return loss, stats

@@ -80,7 +80,12 @@ class AgentConfig:
     momentum: float = 0.9  # moving_average
     samples: int = 4  # leave_one_out: sampled paths per input
     normalize_advantage: bool = True
-    entropy_coef: float = 0.01
+    entropy_coef: float = 0.01  # weight of the policy's entropy in the loss (where target_entropy is set: the start)
+    target_entropy: float | None = None  # set: entropy_coef adapts to hold the mean entropy per decision (nats)
+    entropy_lr: float = 0.01  # target_entropy: entropy_coef += entropy_lr * (target - mean entropy) per policy step
+    explore: float = (
+        0.0  # policy steps sample from (1 - explore) * pi + explore * uniform: no action's probability collapses
+    )
     lr: float = 3e-3
     grad_clip: float = 1.0
 
@@ -127,8 +132,9 @@ POSITIVE = (
     "task.max_hops task.train_rows task.test_rows agent.loss_cap trainer.imitation_rows"
 ).split()
 NON_NEGATIVE = (
-    "agent.lam agent.lam_lr agent.gamma agent.entropy_coef agent.grad_clip trainer.grad_clip trainer.weight_decay "
-    "trainer.warmup_steps trainer.imitation_steps trainer.curriculum_steps trainer.threshold_lr trainer.eval_every seed"
+    "agent.lam agent.lam_lr agent.gamma agent.entropy_coef agent.entropy_lr agent.grad_clip trainer.grad_clip "
+    "trainer.weight_decay trainer.warmup_steps trainer.imitation_steps trainer.curriculum_steps trainer.threshold_lr "
+    "trainer.eval_every seed"
 ).split()
 UNIT_INTERVAL = ("agent.momentum", "trainer.random_p")
 
@@ -262,6 +268,15 @@ def validate(config: Config) -> Config:
         raise ConfigError(
             f"agent.target_compute: the {config.agent.reward} reward has no lam to adapt; set agent.target_compute=null"
         )
+    if config.agent.target_entropy is not None and not 0 < config.agent.target_entropy < math.log(
+        config.model.max_jump + 1
+    ):
+        raise ConfigError(
+            f"agent.target_entropy: got {config.agent.target_entropy}, must be in (0, ln(model.max_jump + 1)"
+            f" = {math.log(config.model.max_jump + 1):.3f}) nats, or null"
+        )
+    if not 0 <= config.agent.explore < 1:
+        raise ConfigError(f"agent.explore: got {config.agent.explore}, must be in [0, 1)")
     if config.agent.loss_cap is not None and config.agent.reward != "compute_minus_loss":
         raise ConfigError(
             f"agent.loss_cap: only the compute_minus_loss reward has a loss to clip, not {config.agent.reward}"

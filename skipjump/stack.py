@@ -46,12 +46,15 @@ class Routing:
         "imitate" (as fixed, and the trace holds the policy's log-probability of those actions).
     first_decision: decisions at layers before this one are forced to 0 (a curriculum that
         unlocks decisions from the last layer backwards).
+    explore: "sample" draws from (1 - explore) * pi + explore * uniform, a floor under every
+        action's probability; the trace's log-probs and entropy are the mixture's.
     """
 
     mode: RoutingMode = "sample"
     p: float = 0.5
     actions: torch.Tensor | None = None
     first_decision: int = 0
+    explore: float = 0.0
 
     @property
     def uses_policy(self) -> bool:
@@ -177,6 +180,8 @@ class JumpStack(nn.Module):
             raise ValueError(f"routing mode must be one of {ROUTING_MODES}, got {routing.mode!r}")
         if not 0.0 <= routing.p <= 1.0:
             raise ValueError(f"random routing needs 0 <= p <= 1, got {routing.p}")
+        if not 0.0 <= routing.explore < 1.0:
+            raise ValueError(f"explore must be in [0, 1), got {routing.explore}")
         if not 0 <= routing.first_decision < self.num_layers:
             raise ValueError(f"first_decision must be in [0, {self.num_layers - 1}], got {routing.first_decision}")
         if routing.mode in ("fixed", "imitate"):
@@ -222,7 +227,11 @@ class JumpStack(nn.Module):
         logits = logits.to(self.work_memory.dtype)  # under bf16 autocast: log-probs in the stack's dtype
         if routing.mode == "greedy":  # nothing to learn from: no distribution to build
             return logits.argmax(dim=-1), None, None
-        dist = Categorical(logits=logits, validate_args=False)  # validation would cost host syncs
+        if routing.mode == "sample" and routing.explore > 0:
+            probs = torch.softmax(logits, dim=-1).mul(1 - routing.explore).add(routing.explore / choices)
+            dist = Categorical(probs=probs, validate_args=False)
+        else:
+            dist = Categorical(logits=logits, validate_args=False)  # validation would cost host syncs
         actions = dist.sample() if given is None else given
         return actions, dist.log_prob(actions), dist.entropy()
 

@@ -66,6 +66,13 @@ class Trainer:
     def first_decision(self) -> int:
         return self.schedule.first_decision(self.policy_updates)
 
+    def exploration(self) -> float:
+        """The policy's exploration floor at this step: ``agent.explore`` at the end of the warm-up,
+        decayed linearly to 0 at ``trainer.steps`` (so the policy evaluated is the one trained)."""
+        t = self.config.trainer
+        left = (t.steps - self.step) / max(1, t.steps - t.warmup_steps)
+        return self.config.agent.explore * min(1.0, max(0.0, left))
+
     def train_step(self) -> tuple[dict[str, float], Paths | None]:
         """One step of the schedule: this rank's statistics, and the paths of every rank when the policy picked them."""
         phase = self.schedule.phase(self.step)
@@ -85,7 +92,7 @@ class Trainer:
                 trace = trace if routing.uses_policy else None
             else:
                 update = self.updates.policy if phase == "policy" else self.updates.joint
-                stats, trace = update(inputs, targets, self.first_decision())
+                stats, trace = update(inputs, targets, self.first_decision(), self.exploration())
                 self.policy_updates += 1
         except NonFiniteError as error:
             raise NonFiniteError(f"step {self.step}: {error}") from None

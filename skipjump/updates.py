@@ -122,13 +122,14 @@ class Updates:
         self._check_local("reward", rewards)
         return loss, rewards
 
-    def _policy_loss(self, inputs: torch.Tensor, targets: torch.Tensor, first_decision: int):
+    def _policy_loss(self, inputs: torch.Tensor, targets: torch.Tensor, first_decision: int, explore: float):
         """Sample paths, score them, build the REINFORCE loss: (loss, stats, task loss (K*B,), trace)."""
         k = self.agent.samples_per_input
         repeated = inputs.repeat(k, *([1] * (inputs.dim() - 1)))
         repeated_targets = targets.repeat(k)
         with self._autocast():
-            outputs, trace = self.model(repeated, Routing("sample", first_decision=first_decision))
+            sample = Routing("sample", first_decision=first_decision, explore=explore)
+            outputs, trace = self.model(repeated, sample)
             task_loss, rewards = self._score(outputs, repeated_targets, trace)
             greedy_rewards = None
             if self.config.agent.baseline == "self_critical":
@@ -138,7 +139,10 @@ class Updates:
         loss, stats = self.agent.loss(trace, rewards, greedy_rewards)
         self._check_local("policy loss", loss)
         self.agent.adapt_lam(trace.compute_fraction)
+        self.agent.adapt_entropy_coef(trace.entropy.detach())
         stats.update(self._task_stats("policy", outputs, repeated_targets, task_loss, trace))
+        if self.config.agent.explore > 0:
+            stats["policy/explore"] = explore
         return loss, stats, task_loss, trace
 
     # -- the updates -----------------------------------------------------------------------
@@ -161,21 +165,23 @@ class Updates:
         return self._task_stats("train", outputs, targets, loss, trace), trace
 
     def policy(
-        self, inputs: torch.Tensor, targets: torch.Tensor, first_decision: int = 0
+        self, inputs: torch.Tensor, targets: torch.Tensor, first_decision: int = 0, explore: float = 0.0
     ) -> tuple[dict[str, float], JumpTrace]:
-        """One REINFORCE update of the policy; the network is frozen and computes no gradients."""
+        """One REINFORCE update of the policy; the network is frozen and computes no gradients.
+
+        explore: paths are sampled from (1 - explore) * pi + explore * uniform (see ``Routing``)."""
         self._train_mode()
         with frozen(self.network_params):
-            loss, stats, _, trace = self._policy_loss(inputs, targets, first_decision)
+            loss, stats, _, trace = self._policy_loss(inputs, targets, first_decision, explore)
             self._step_policy(loss)
         return stats, trace
 
     def joint(
-        self, inputs: torch.Tensor, targets: torch.Tensor, first_decision: int = 0
+        self, inputs: torch.Tensor, targets: torch.Tensor, first_decision: int = 0, explore: float = 0.0
     ) -> tuple[dict[str, float], JumpTrace]:
         """Both updates from one forward pass, the network on all K sampled copies of the batch."""
         self._train_mode()
-        policy_loss, stats, task_loss, trace = self._policy_loss(inputs, targets, first_decision)
+        policy_loss, stats, task_loss, trace = self._policy_loss(inputs, targets, first_decision, explore)
         self.network_optimizer.zero_grad(set_to_none=True)
         self.policy_optimizer.zero_grad(set_to_none=True)
         (task_loss.mean() + policy_loss).backward()  # disjoint: the policy reads detached states

@@ -104,18 +104,19 @@ def test_policy_loss_normalises_advantages_but_logs_their_raw_spread():
     assert stack.policy.net[0].weight.grad.abs().sum() > 0
 
 
-def learn(skip_penalty: float, steps: int = 150, **agent_options) -> float:
+def learn(skip_penalty: float, steps: int = 150, lr: float = 0.05, **agent_options) -> float:
     """Train only the policy of a small stack on a synthetic loss; return mean layers run (greedy).
 
-    The mean compute fraction of the sampled paths over the last 50 steps is left on ``learn.compute``.
+    The mean compute fraction and policy entropy of the sampled paths over the last 50 steps are
+    left on ``learn.compute`` and ``learn.entropy``.
     """
     torch.manual_seed(0)
     stack = JumpStack(StackConfig(dims=8, num_layers=6, max_jump=2, heads=2, memory_slots=4, policy_hidden=16))
     options = {"baseline": "moving_average", "lam": 1.0, "entropy_coef": 0.0, "target_compute": None, **agent_options}
     reinforce = ReinforceAgent(AgentConfig(**options), dims=8)
-    optimizer = torch.optim.Adam(stack.policy.parameters(), lr=0.05)
+    optimizer = torch.optim.Adam(stack.policy.parameters(), lr=lr)
     x = torch.randn(32, 4, 8)
-    sampled_compute = []
+    sampled_compute, entropy = [], []
     for _ in range(steps):
         _, trace = stack(x, routing="sample")
         skipped = (6 - trace.layers_executed).float()
@@ -123,12 +124,15 @@ def learn(skip_penalty: float, steps: int = 150, **agent_options) -> float:
         rewards = jump_reward(trace, loss, lam=float(reinforce.lam))
         policy_loss, _ = reinforce.loss(trace, rewards)
         reinforce.adapt_lam(trace.compute_fraction)
+        reinforce.adapt_entropy_coef(trace.entropy.detach())
         sampled_compute.append(float(trace.compute_fraction.mean()))
+        entropy.append(float(trace.entropy.detach().mean()))
         optimizer.zero_grad()
         policy_loss.backward()
         optimizer.step()
     _, trace = stack(x, routing=Routing("greedy"))
     learn.compute = sum(sampled_compute[-50:]) / 50
+    learn.entropy = sum(entropy[-50:]) / 50
     return float(trace.layers_executed.float().mean())
 
 
@@ -160,3 +164,30 @@ def test_a_compute_target_makes_the_policy_skip_even_when_skipping_costs_loss():
     assert learn(skip_penalty=0.02, steps=300, lam=0.0) >= 5.5
     learn(skip_penalty=0.02, steps=300, lam=0.0, target_compute=0.6, lam_lr=0.5)
     assert 0.45 <= learn.compute <= 0.65
+
+
+def test_adapt_entropy_coef_is_dual_ascent_towards_the_target_entropy():
+    agent = ReinforceAgent(AgentConfig(entropy_coef=0.1, target_entropy=0.5, entropy_lr=0.2), dims=8)
+    agent.adapt_entropy_coef(torch.tensor([0.1, 0.3]))  # 0.3 below the target: explore more
+    assert float(agent.entropy_coef) == pytest.approx(0.1 + 0.2 * 0.3)
+    for _ in range(20):
+        agent.adapt_entropy_coef(torch.tensor([1.2]))  # above it: the coefficient falls, never below 0
+    assert float(agent.entropy_coef) == 0.0
+    assert "entropy_coef" in agent.state_dict()  # adapted: state a checkpoint must keep
+    fixed = ReinforceAgent(AgentConfig(entropy_coef=0.1), dims=8)
+    fixed.adapt_entropy_coef(torch.tensor([0.0]))
+    assert float(fixed.entropy_coef) == pytest.approx(0.1)
+    assert "entropy_coef" not in fixed.state_dict()  # fixed: config, so older checkpoints still load
+
+
+def test_an_entropy_target_keeps_the_policy_exploring():
+    # Under a compute target the policy settles on which layers to skip and its entropy collapses;
+    # with an entropy target the coefficient rises until the entropy per decision holds near it,
+    # and the compute target still holds. (Integral control of a coefficient the optimiser's momentum
+    # lags behind: the entropy swings around the target, hence the wide band.)
+    budget = {"skip_penalty": 0.02, "steps": 300, "lr": 0.01, "lam": 0.0, "target_compute": 0.6, "lam_lr": 0.5}
+    learn(**budget)
+    assert learn.entropy < 0.15
+    learn(**budget, target_entropy=0.4, entropy_lr=0.1)
+    assert 0.25 <= learn.entropy <= 0.75
+    assert 0.5 <= learn.compute <= 0.7

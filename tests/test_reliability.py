@@ -46,6 +46,8 @@ BAD_CONFIGS = [
     (["trainer.supervised_path=teleport"], "trainer.supervised_path: got 'teleport'"),
     (["trainer.lr=0"], "trainer.lr: got 0.0, must be > 0"),
     (["agent.momentum=1.5"], "agent.momentum: got 1.5, must be in [0, 1]"),
+    (["agent.explore=1"], "agent.explore: got 1.0, must be in [0, 1)"),
+    (["agent.target_entropy=2"], "agent.target_entropy: got 2.0, must be in (0, ln(model.max_jump + 1) = 1.386)"),
     (["model.heads=5"], "model.heads: got 5, must divide model.dims = 64"),
     (["trainer.policy_holdout=1"], "trainer.policy_holdout: got 1.0, must be in [0, 1)"),
     (["trainer.policy_holdout=0.2", "trainer.schedule=joint"], "trainer.policy_holdout: the joint schedule"),

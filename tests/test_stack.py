@@ -226,6 +226,8 @@ def test_bad_routing_raises():
         stack(x, routing=Routing("fixed", actions=torch.zeros(3, dtype=torch.long)))
     with pytest.raises(ValueError, match="0 <= p <= 1"):
         stack(x, routing=Routing("random", p=1.5))
+    with pytest.raises(ValueError, match="explore must be in"):
+        stack(x, routing=Routing("sample", explore=1.0))
 
 
 def test_seed_compatible_skip_layer_keeps_logs_per_sample():
@@ -285,6 +287,28 @@ def test_actions_that_land_on_the_same_layer_are_one_choice():
     calls = 1  # one decision (after layer 5) per sample, whatever it chose
     compute = stack.compute_fraction(sampled.executed.double(), 2, calls * stack.policy.flops(2))
     torch.testing.assert_close(sampled.compute_fraction, compute)
+
+
+def test_explore_puts_a_floor_under_every_action_and_logs_the_mixtures_probability():
+    # A policy sure of "run the next layer" (probability ~1) in a stack of 4: after layer 0 three
+    # distinct landings, after layer 1 two. With explore 0.4 a sample draws from
+    # 0.6 * pi + 0.4 * uniform, so it skips layer 1 0.4 * 2/3 of the time; greedy never does.
+    stack = tiny_stack(num_layers=4, max_jump=2)
+    torch.nn.init.zeros_(stack.policy.net[2].weight)
+    stack.policy.net[2].bias.data = torch.tensor([20.0, -20.0, -20.0], dtype=torch.float64)
+    x = torch.randn(4000, 2, 16, dtype=torch.float64)
+    with torch.no_grad():
+        _, plain = stack(x, routing=Routing("sample"))
+        _, explored = stack(x, routing=Routing("sample", explore=0.4))
+        _, greedy = stack(x, routing=Routing("greedy", explore=0.4))
+    assert plain.executed[:, 1].all() and greedy.executed[:, 1].all()
+    assert float((~explored.executed[:, 1]).float().mean()) == pytest.approx(0.4 * 2 / 3, abs=0.03)
+    expected = torch.zeros(len(x), dtype=torch.float64)
+    for layer, choices in ((0, 3), (1, 2)):
+        a = explored.actions[:, layer]
+        p = torch.where(a == 0, 0.6 + 0.4 / choices, 0.4 / choices).double()
+        expected += torch.where(a >= 0, p.log(), 0.0)
+    torch.testing.assert_close(explored.log_probs, expected, atol=1e-6, rtol=0)
 
 
 def test_the_networks_initial_weights_do_not_depend_on_the_policys_design():

@@ -99,6 +99,22 @@ def test_curriculum_unlocks_decisions_from_the_last_layer_backwards():
     assert seen == [1, 1, 0, 0, 0, 0, 0]  # 4 layers: the decision after layer 2 changes nothing
 
 
+def test_exploration_decays_from_agent_explore_to_zero_and_reaches_the_sampled_paths(monkeypatch):
+    trainer = make_trainer("agent.explore=0.4", "trainer.steps=12", "trainer.warmup_steps=2")
+    floors = []
+    for step in (0, 2, 7, 12):
+        trainer.step = step
+        floors.append(trainer.exploration())
+    assert floors == pytest.approx([0.4, 0.4, 0.2, 0.0])
+    routings = []
+    forward = trainer.model.forward
+    monkeypatch.setattr(trainer.model, "forward", lambda x, routing: routings.append(routing) or forward(x, routing))
+    trainer.step = 7  # a policy step (warm-up 2, then supervised and policy steps alternate)
+    stats, _ = trainer.train_step()
+    assert [r.explore for r in routings if r.mode == "sample"] == [pytest.approx(0.2)]
+    assert stats["policy/explore"] == pytest.approx(0.2)
+
+
 def run_train(tmp_path: Path, name: str, *overrides: str) -> Path:
     run_dir = tmp_path / name
     args = ["--config", CONFIG, "--run-dir", str(run_dir)]
