@@ -4,6 +4,7 @@ import sys
 
 import bench_run
 import bench_speed
+import profile_step
 import pytest
 import torch
 import train
@@ -123,3 +124,17 @@ def test_bench_run_on_a_bad_run_dir_exits_2_with_one_line(tmp_path, capsys):
     assert bench_run.main([str(run_dir)]) == 2
     out, err = capsys.readouterr()
     assert out == "" and len(err.splitlines()) == 1 and err.startswith("bench_run.py: ")
+
+
+def test_profile_step_splits_supervised_and_policy_steps_and_writes_its_report(tmp_path, capsys, one_thread):
+    out = tmp_path / "profile.txt"
+    profile_step.main(["--config", CONFIG, "--steps", "2", "--rows", "5", "--out", str(out), *TINY])
+    text = out.read_text()
+    assert text == capsys.readouterr().out
+    assert text.startswith("# python")  # how it was made
+    supervised, policy = text.split("## supervised steps: ")[1].split("## policy steps: ")
+    for part in (supervised, policy):
+        assert float(part.split(" ms per step")[0]) > 0
+        assert "aten::addmm" in part  # the layers' matrix products, profiled
+    backward = [float(part.split("backward pass: ")[1].split(" ms")[0]) for part in (supervised, policy)]
+    assert backward[0] > backward[1]  # a policy step backpropagates into the small policy only

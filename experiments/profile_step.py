@@ -1,0 +1,81 @@
+"""Where a training step's time goes: torch.profiler over supervised and policy steps of a config.
+
+    python experiments/profile_step.py [--config skipjump/configs/digits.yaml] [--steps 20] [--rows 15]
+                                       [--out FILE] [key=value ...]
+
+Builds the run as train.py would (no run directory), warms up, then profiles ``--steps``
+supervised steps and ``--steps`` policy steps (the alternating phase's two kinds) and prints, for
+each, the wall-clock milliseconds per step, the time inside ``backward``, and the operators with
+the most self time. Issue 8 asked what bounds the demo's training time; this is the answer's source.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+from torch.profiler import profile
+
+from skipjump.config import load
+from skipjump.provenance import header
+from skipjump.trainer import Trainer, build
+
+
+def timed_steps(trainer: Trainer, step: int, count: int) -> list[float]:
+    """Wall-clock seconds of ``count`` steps from ``step`` on (the schedule picks their kind)."""
+    seconds = []
+    for _ in range(count):
+        trainer.step = step
+        started = time.perf_counter()
+        trainer.train_step()
+        seconds.append(time.perf_counter() - started)
+    return seconds
+
+
+def report(trainer: Trainer, name: str, step: int, steps: int, rows: int) -> str:
+    timed_steps(trainer, step, 5)  # warm-up: allocator, optimiser state
+    wall = timed_steps(trainer, step, steps)
+    with profile() as prof:
+        timed_steps(trainer, step, steps)
+    averages = prof.key_averages()
+    backward = sum(e.cpu_time_total for e in averages if e.key.startswith("autograd::engine::evaluate_function"))
+    lines = [
+        f"\n## {name} steps: {1e3 * statistics.median(wall):.1f} ms per step (median of {steps}, unprofiled)",
+        f"backward pass: {backward / 1e3 / steps:.1f} ms per step (profiled)",
+        averages.table(sort_by="self_cpu_time_total", row_limit=rows),
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default="skipjump/configs/digits.yaml")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--rows", type=int, default=15, help="operators listed per step kind")
+    parser.add_argument("--out", help="also write the report here")
+    parser.add_argument("overrides", nargs="*")
+    args = parser.parse_args(argv)
+    if args.steps < 1:
+        parser.error("--steps must be >= 1")
+
+    trainer = build(load(args.config, args.overrides))
+    t = trainer.config.trainer
+    if t.schedule != "alternate" or t.supervised_steps != 1 or t.policy_steps != 1:
+        parser.error("profiles the default schedule: alternate, one supervised and one policy step per cycle")
+    first_policy = t.warmup_steps + 1  # the warm-up, then supervised and policy steps alternate
+    text = "\n".join(
+        [
+            header(),
+            report(trainer, "supervised", 0, args.steps, args.rows),
+            report(trainer, "policy", first_policy, args.steps, args.rows),
+        ]
+    )
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
