@@ -64,6 +64,8 @@ def main(argv: list[str] | None = None) -> None:
     t = trainer.config.trainer
     if t.schedule != "alternate" or t.supervised_steps != 1 or t.policy_steps != 1:
         parser.error("profiles the default schedule: alternate, one supervised and one policy step per cycle")
+    if t.curriculum_steps or t.imitation_steps:  # both depend on the policy updates made, which replays skew
+        parser.error("profiles steps without trainer.curriculum_steps or trainer.imitation_steps")
     first_policy = t.warmup_steps + 1  # the warm-up, then supervised and policy steps alternate
     text = "\n".join(
         [

@@ -13,12 +13,15 @@ Baselines b give A = r - b:
 With ``target_compute`` set, the reward's lam is a Lagrange multiplier for the constraint
 E[compute fraction] <= target, moved by dual ascent after each policy step:
     lam <- max(0, lam + lam_lr * (mean compute fraction - target))
-With ``target_entropy`` set, entropy_coef is moved the same way to hold the mean entropy per
-decision near the target (as SAC tunes its temperature), so the policy keeps exploring:
+With ``target_entropy`` set, entropy_coef is moved the same way to hold the mean entropy near
+the target (as SAC tunes its temperature), so the policy keeps exploring:
     entropy_coef <- max(0, entropy_coef + entropy_lr * (target - mean entropy))
+The entropy is the trace's: per sample, the mean over its decisions of the entropy of the
+distribution it sampled from (the mixture, with ``agent.explore``).
 
-Batch statistics (the running mean, advantage normalisation, the compute mean that moves lam) are
-taken over ``gather(x)``: every rank's samples under torchrun, so all ranks hold the same lam.
+Batch statistics (the running mean, advantage normalisation, the compute and entropy means that
+move lam and entropy_coef) are taken over ``gather(x)``: every rank's samples under torchrun,
+so all ranks hold the same lam and entropy_coef.
 """
 
 from __future__ import annotations

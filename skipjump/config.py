@@ -81,11 +81,13 @@ class AgentConfig:
     samples: int = 4  # leave_one_out: sampled paths per input
     normalize_advantage: bool = True
     entropy_coef: float = 0.01  # weight of the policy's entropy in the loss (where target_entropy is set: the start)
-    target_entropy: float | None = None  # set: entropy_coef adapts to hold the mean entropy per decision (nats)
+    # set: entropy_coef adapts to hold the policy's entropy (nats; per sample, the mean over its decisions, then
+    # averaged) near this; above what the policy can reach (fewer choices near the last layer) it grows unbounded
+    target_entropy: float | None = None
     entropy_lr: float = 0.01  # target_entropy: entropy_coef += entropy_lr * (target - mean entropy) per policy step
-    explore: float = (
-        0.0  # policy steps sample from (1 - explore) * pi + explore * uniform: no action's probability collapses
-    )
+    # policy steps sample from (1 - e) * pi + e * uniform, e = explore until the warm-up ends, then decayed
+    # linearly to 0 at trainer.steps
+    explore: float = 0.0
     lr: float = 3e-3
     grad_clip: float = 1.0
 

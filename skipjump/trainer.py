@@ -67,8 +67,9 @@ class Trainer:
         return self.schedule.first_decision(self.policy_updates)
 
     def exploration(self) -> float:
-        """The policy's exploration floor at this step: ``agent.explore`` at the end of the warm-up,
-        decayed linearly to 0 at ``trainer.steps`` (so the policy evaluated is the one trained)."""
+        """The policy's exploration floor at this step: ``agent.explore`` until the warm-up ends, then
+        decayed linearly to 0 at ``trainer.steps`` (so the policy evaluated is the one trained; a
+        resume that raises ``trainer.steps`` stretches the decay)."""
         t = self.config.trainer
         left = (t.steps - self.step) / max(1, t.steps - t.warmup_steps)
         return self.config.agent.explore * min(1.0, max(0.0, left))

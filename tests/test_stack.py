@@ -310,6 +310,16 @@ def test_explore_puts_a_floor_under_every_action_and_logs_the_mixtures_probabili
         expected += torch.where(a >= 0, p.log(), 0.0)
     torch.testing.assert_close(explored.log_probs, expected, atol=1e-6, rtol=0)
 
+    def entropy(p: list[float]) -> float:
+        return float(-(torch.tensor(p) * torch.tensor(p).log()).sum())
+
+    h0, h1 = entropy([0.6 + 0.4 / 3, 0.4 / 3, 0.4 / 3]), entropy([0.8, 0.2])  # the mixtures'
+    mean_entropy = torch.where(explored.actions[:, 1] >= 0, (h0 + h1) / 2, h0).double()
+    torch.testing.assert_close(explored.entropy, mean_entropy, atol=1e-5, rtol=0)
+    _, trace = stack(x[:8], routing=Routing("sample", explore=0.4))
+    trace.log_probs.sum().backward()
+    assert stack.policy.net[2].bias.grad.abs().sum() > 0  # the mixture's log-probs reach the policy
+
 
 def test_the_networks_initial_weights_do_not_depend_on_the_policys_design():
     from conftest import tiny_trainer
