@@ -29,7 +29,7 @@ PolicyInputs = Literal["input", "state"]
 RewardKind = Literal["compute_minus_loss", "compute_minus_error", "blockdrop"]
 Baseline = Literal["none", "moving_average", "self_critical", "leave_one_out", "value"]
 Schedule = Literal["alternate", "joint"]
-SupervisedPath = Literal["policy", "full", "random"]
+SupervisedPath = Literal["policy", "full", "random", "full_and_policy"]
 Device = Literal["auto", "cpu", "cuda"]
 Precision = Literal["float32", "bf16"]
 
@@ -103,7 +103,10 @@ class TrainerConfig:
     warmup_steps: int = 500  # supervised steps before the first policy step
     supervised_steps: int = 1  # per cycle
     policy_steps: int = 1  # per cycle
-    supervised_path: SupervisedPath = "full"  # the network keeps needing its depth; the policy learns where to skip
+    # full: the network keeps needing its depth, the policy learns where to skip; policy: the policy's sampled
+    # paths; random: random paths (random_p); full_and_policy: after the warm-up, full depth and the policy's
+    # paths in turn, so the network also learns the paths it is run on (and the jump mix, which full depth never runs)
+    supervised_path: SupervisedPath = "full"
     random_p: float = 0.3  # supervised_path=random: jump probability per decision
     policy_holdout: float = 0.25  # fraction of the training split kept for policy steps (else every loss is ~0)
     imitation_steps: int = 0  # > 0: the policy first imitates the oracle's paths on held-out rows (see trainer.py)

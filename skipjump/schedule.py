@@ -84,11 +84,14 @@ class Schedule:
 
     def supervised_routing(self, policy_updates: int) -> Routing:
         t = self.config
+        policy_paths = Routing("sample", first_decision=self.first_decision(policy_updates))
+        if t.supervised_path == "full_and_policy":  # full depth through the warm-up, then one cycle each in turn
+            return policy_paths if policy_updates % 2 else Routing("full")
         if t.supervised_path == "full":
             return Routing("full")
         if t.supervised_path == "random":
             return Routing("random", p=t.random_p)
-        return Routing("sample", first_decision=self.first_decision(policy_updates))
+        return policy_paths
 
     def state_dict(self) -> dict:
         return {"network": self.network_sampler.state_dict(), "policy": self.policy_sampler.state_dict()}

@@ -90,6 +90,21 @@ def test_schedule_warmup_then_cycles_and_joint():
     assert {f"train/{key}" for key in TASK_METRICS} <= set(stats)
 
 
+def test_full_and_policy_supervision_alternates_full_depth_and_the_policys_paths():
+    trainer = make_trainer("trainer.supervised_path=full_and_policy", "trainer.steps=10", "trainer.warmup_steps=2")
+    jump_weights = trainer.model.stack.jump_weights.detach().clone()
+    modes, trained_on = [], []
+    for _ in range(10):
+        phase, updates = trainer.schedule.phase(trainer.step), trainer.policy_updates
+        _, paths = trainer.train_step()
+        if phase == "supervised":
+            modes.append(trainer.schedule.supervised_routing(updates).mode)
+            trained_on.append(paths is not None)  # the policy picked the supervised step's paths
+    assert modes == ["full", "full", "full", "sample", "full", "sample"]  # warm-up, then in turn
+    assert trained_on == [mode == "sample" for mode in modes]
+    assert not torch.equal(jump_weights, trainer.model.stack.jump_weights)  # full depth alone never trains them
+
+
 def test_curriculum_unlocks_decisions_from_the_last_layer_backwards():
     trainer = make_trainer("trainer.curriculum_steps=2")
     seen = []
