@@ -49,15 +49,17 @@ class BatchSampler:
 
 
 class Schedule:
-    """``world``: ranks sharing each batch; the samplers draw the global batch, each rank takes its shard."""
+    """``batch``: rows per step over all ranks (default ``batch_size``); each rank takes its shard."""
 
-    def __init__(self, config: TrainerConfig, train_rows: int, num_layers: int, seed: int, world: int = 1) -> None:
+    def __init__(
+        self, config: TrainerConfig, train_rows: int, num_layers: int, seed: int, batch: int | None = None
+    ) -> None:
         self.config, self.num_layers = config, num_layers
         order = torch.randperm(train_rows, generator=torch.Generator().manual_seed(seed))
         held = min(round(config.policy_holdout * train_rows), train_rows - 1)
         self.policy_rows = order[:held] if held > 0 else order  # indices into the training split
         self.network_rows = order[held:]
-        batch = config.batch_size * world
+        batch = batch or config.batch_size
         self.network_sampler = BatchSampler(len(self.network_rows), batch, seed)
         self.policy_sampler = BatchSampler(len(self.policy_rows), batch, seed + 1)
 

@@ -42,8 +42,8 @@ class Trainer:
         self.config, self.task, self.model, self.monitor = config, task, model.to(self.ranks.device), monitor
         self.updates = Updates(config, task, model, self.ranks)
         t = config.trainer
-        self.schedule = Schedule(t, len(task.train), model.stack.num_layers, config.seed, self.ranks.world)
         self.global_batch = t.batch_size * self.ranks.world
+        self.schedule = Schedule(t, len(task.train), model.stack.num_layers, config.seed, self.global_batch)
         smallest = min(len(self.schedule.network_rows), len(self.schedule.policy_rows))
         if self.ranks.world > 1 and not task.generated and self.global_batch > smallest:
             raise ConfigError(

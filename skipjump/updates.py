@@ -139,7 +139,7 @@ class Updates:
         loss, stats = self.agent.loss(trace, rewards, greedy_rewards)
         self._check_local("policy loss", loss)
         self.agent.adapt_lam(trace.compute_fraction)
-        self.agent.adapt_entropy_coef(trace.entropy.detach())
+        self.agent.adapt_entropy_coef(trace.entropy)
         stats.update(self._task_stats("policy", outputs, repeated_targets, task_loss, trace))
         if self.config.agent.explore > 0:
             stats["policy/explore"] = explore
