@@ -3,6 +3,12 @@
     loss = -mean_b(A_b * log pi(path_b | x_b)) - entropy_coef * mean_b(H_b) [+ 0.5 mean_b((V_b - r_b)^2)]
 
 log pi(path | x) is the trace's ``log_probs``: the sum over the decisions the sample made.
+With ``credit: decision`` (leave_one_out only) each decision t gets its own advantage,
+    loss = -mean_b sum_t A_bt * log pi(a_bt | s_bt),   A_bt = r_b - b_bt,
+where b_bt is the mean reward of the input's other paths that made the same decisions before t
+(so reached the same state: the network is deterministic), or of all its other paths where none
+did. Such a baseline does not depend on a_bt, so the gradient stays unbiased; a decision that
+paths share until they part is judged against the paths that parted later, not before.
 Baselines b give A = r - b:
     none            b = 0
     moving_average  b = running mean of batch-mean rewards (the value before this batch's update)
@@ -36,6 +42,22 @@ from skipjump.config import AgentConfig, Baseline
 from skipjump.stack import JumpTrace
 
 BASELINES = typing.get_args(Baseline)
+
+
+def decision_advantages(rewards: torch.Tensor, actions: torch.Tensor, samples: int) -> torch.Tensor:
+    """Leave-one-out advantages per decision: rewards (K * B,) and actions (K * B, L - 1) of K blocks
+    of one batch each (as from ``x.repeat(K, ...)``) -> (K * B, L - 1); see the module docstring."""
+    r = rewards.view(samples, 1, -1, 1)  # (K, 1, B, 1): path k of input b
+    a = actions.view(samples, -1, actions.shape[-1])  # (K, B, L - 1)
+    differ = (a.unsqueeze(1) != a.unsqueeze(0)).long()  # (K, K, B, L - 1): paths j, k part at decision t
+    before = differ.cumsum(dim=-1) - differ  # decisions before t where they differ
+    others = ~torch.eye(samples, dtype=torch.bool, device=rewards.device).view(samples, samples, 1, 1)
+    same = (before == 0) & others  # (K, K, B, L - 1): j != k reached decision t as k did
+    count = same.sum(dim=0)  # (K, B, L - 1), indexed by k
+    shared = (same * r).sum(dim=0) / count.clamp(min=1)  # r broadcast over k: row j is path j's reward
+    everyone = (r.sum(dim=0) - r.squeeze(1)) / (samples - 1)  # (K, B, 1): the path-level baseline
+    baseline = torch.where(count > 0, shared, everyone)
+    return (r.squeeze(1) - baseline).flatten(0, 1)
 
 
 class ReinforceAgent(nn.Module):
@@ -120,7 +142,13 @@ class ReinforceAgent(nn.Module):
         spread = 0.0 if std is None else float(std)
         if self.config.normalize_advantage and std is not None:
             advantages = (advantages - everyone.mean()) / (std + 1e-8)
-        policy_loss = -(advantages * trace.log_probs).mean()
+        if self.config.credit == "decision":
+            per_decision = decision_advantages(rewards, trace.actions, self.config.samples)
+            if self.config.normalize_advantage and std is not None:  # leave-one-out advantages have mean 0
+                per_decision = per_decision / (std + 1e-8)
+            policy_loss = -(per_decision * trace.decision_log_probs).sum(dim=1).mean()
+        else:
+            policy_loss = -(advantages * trace.log_probs).mean()
         entropy = trace.entropy.mean()
         loss = policy_loss - float(self.entropy_coef) * entropy  # a value: adapting it must not touch the graph
         if value_loss is not None:

@@ -28,6 +28,7 @@ TaskName = Literal["digits", "khop"]
 PolicyInputs = Literal["input", "state"]
 RewardKind = Literal["compute_minus_loss", "compute_minus_error", "blockdrop"]
 Baseline = Literal["none", "moving_average", "self_critical", "leave_one_out", "value"]
+Credit = Literal["path", "decision"]
 Schedule = Literal["alternate", "joint"]
 SupervisedPath = Literal["policy", "full", "random", "full_and_policy"]
 Device = Literal["auto", "cpu", "cuda"]
@@ -79,6 +80,9 @@ class AgentConfig:
     baseline: Baseline = "leave_one_out"  # the advantage compares paths of the same input
     momentum: float = 0.9  # moving_average
     samples: int = 4  # leave_one_out: sampled paths per input
+    # leave_one_out: path scores every decision of a path by one advantage; decision compares each
+    # decision with the other paths of the same input that reached the same layer the same way
+    credit: Credit = "path"
     normalize_advantage: bool = True
     entropy_coef: float = 0.01  # weight of the policy's entropy in the loss (where target_entropy is set: the start)
     # set: entropy_coef adapts to hold the policy's entropy (nats; per sample, the mean over its decisions, then
@@ -293,6 +297,8 @@ def validate(config: Config) -> Config:
         )
     if config.trainer.imitation_steps and config.agent.target_compute is None:
         raise ConfigError("trainer.imitation_steps: the oracle it imitates needs a budget; set agent.target_compute")
+    if config.agent.credit == "decision" and config.agent.baseline != "leave_one_out":
+        raise ConfigError(f"agent.credit: decision needs the leave_one_out baseline, not {config.agent.baseline}")
     if config.agent.baseline == "leave_one_out" and config.agent.samples < 2:
         raise ConfigError(f"agent.samples: got {config.agent.samples}, leave_one_out needs >= 2")
     if config.task.data_file is not None and not Path(config.task.data_file).is_file():

@@ -87,6 +87,8 @@ class JumpTrace:
     layers_executed: torch.Tensor  # (B,) long
     compute_fraction: torch.Tensor  # (B,) executed FLOPs / full-depth FLOPs, policy included
     features: torch.Tensor  # (B, D) pooled stack input, detached (input for value baselines)
+    # (B, L - 1) log pi(a) of each decision, 0 where none (rows sum to log_probs); None if not from a stack
+    decision_log_probs: torch.Tensor | None = None
 
     def paths(self) -> list[tuple[int, ...]]:
         return executed_to_paths(self.executed)
@@ -283,6 +285,7 @@ class JumpStack(nn.Module):
         actions = torch.full((b, num_layers - 1), -1, dtype=torch.long, device=device)
         executed = torch.zeros(b, num_layers, dtype=torch.bool, device=device)
         log_probs = x.new_zeros(b)
+        decision_log_probs = [x.new_zeros(b)] * (num_layers - 1)
         entropy = x.new_zeros(b)
         h, work_mem = x, self.work_memory.expand(b, 1, -1)
         jump_mix = self.config.jump_mix and routing.mode != "full"
@@ -318,6 +321,7 @@ class JumpStack(nn.Module):
                 position.index_copy_(0, rows, i + 1 + a)
                 if logp is not None:
                     log_probs = log_probs.index_add(0, rows, logp)
+                    decision_log_probs[i] = decision_log_probs[i].index_copy(0, rows, logp)
                     entropy = entropy.index_add(0, rows, ent)
                 if jump_mix:  # the working memory is read only here, so it is kept only then
                     hi, wm = self.after_jump(hi, gather(x), gather(work_mem), pooled, a, mix)
@@ -327,6 +331,7 @@ class JumpStack(nn.Module):
 
         out = self.output(h)
         probe_flops = 0.0 if probe is None else probe.flops
+        log_probs = (log_probs, torch.stack(decision_log_probs, dim=1))  # per sample, per decision
         return out, self._make_trace(routing, t, actions, executed, log_probs, entropy, features, probe_flops)
 
     def mix_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -387,6 +392,7 @@ class JumpStack(nn.Module):
         return (layer_runs @ flops + self.final_flops(tokens) + extra_flops) / self.full_depth_flops(tokens)
 
     def _make_trace(self, routing, tokens, actions, executed, log_probs, entropy, features, probe_flops) -> JumpTrace:
+        """log_probs: a pair, per sample (B,) and per decision (B, L - 1)."""
         decisions = (actions[:, routing.first_decision :] >= 0).sum(dim=1)
         if not routing.uses_policy:
             policy_calls = torch.zeros_like(decisions)
@@ -400,11 +406,12 @@ class JumpStack(nn.Module):
         return JumpTrace(
             actions=actions,
             executed=executed,
-            log_probs=log_probs,
+            log_probs=log_probs[0],
             entropy=entropy,
             layers_executed=executed.sum(dim=1),
             compute_fraction=self.compute_fraction(executed.to(features.dtype), tokens, policy_flops),
             features=features,
+            decision_log_probs=log_probs[1],
         )
 
     # -- the seed's threshold rule ---------------------------------------------------------

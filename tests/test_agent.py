@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from skipjump import JumpStack, Routing, StackConfig
-from skipjump.agent import ReinforceAgent
+from skipjump.agent import ReinforceAgent, decision_advantages
 from skipjump.config import AgentConfig
 from skipjump.reward import jump_reward
 from skipjump.stack import JumpTrace
@@ -52,6 +52,36 @@ def test_leave_one_out_advantage_has_mean_zero_and_excludes_itself():
     torch.testing.assert_close(adv.mean(dim=0), torch.zeros(b), atol=1e-6, rtol=0)
     expected_first = grouped[0, 0] - grouped[1:, 0].mean()
     torch.testing.assert_close(adv[0, 0], expected_first)
+
+
+def test_decision_advantages_compare_with_the_paths_that_reached_the_same_state():
+    # three paths of one input: 0 and 1 agree until their last decision, 2 parts at the first
+    actions = torch.tensor([[0, 1, 0], [0, 1, 1], [1, 0, 0]])
+    rewards = torch.tensor([1.0, 0.0, 3.0])
+    expected = torch.tensor([[1 - 1.5, 1 - 0.0, 1 - 0.0], [0 - 2.0, 0 - 1.0, 0 - 1.0], [3 - 0.5, 3 - 0.5, 3 - 0.5]])
+    torch.testing.assert_close(decision_advantages(rewards, actions, samples=3), expected)
+    # two inputs side by side (K blocks of B = 2 rows): each input's paths are compared only with its own
+    both = decision_advantages(rewards.repeat_interleave(2), actions.repeat_interleave(2, dim=0), samples=3)
+    torch.testing.assert_close(both, expected.repeat_interleave(2, dim=0))
+
+
+def test_decision_credit_is_path_credit_when_paths_part_at_the_first_decision():
+    torch.manual_seed(0)
+    stack = JumpStack(StackConfig(dims=8, num_layers=5, max_jump=3, heads=2, memory_slots=4, policy_hidden=8))
+    _, trace = stack(torch.randn(4, 3, 8), routing="sample")
+    torch.testing.assert_close(trace.decision_log_probs.sum(dim=1), trace.log_probs)
+    assert (trace.decision_log_probs[trace.actions < 0] == 0).all()
+    # four paths of one input, each decision with a log-prob of its own
+    trace.decision_log_probs = torch.randn(4, 4)
+    trace.log_probs = trace.decision_log_probs.sum(dim=1)
+    trace.actions = torch.tensor([[0, 0, 0, -1], [1, 0, 1, -1], [2, 1, 0, -1], [3, 1, 1, -1]])
+    rewards = torch.tensor([0.5, -1.0, 2.0, 0.25])
+    path, _ = agent("leave_one_out", samples=4).loss(trace, rewards)
+    decision, _ = agent("leave_one_out", samples=4, credit="decision").loss(trace, rewards)
+    torch.testing.assert_close(decision, path)
+    trace.actions[:, 0] = 0  # now they share the first decision: later ones are judged apart
+    decision, _ = agent("leave_one_out", samples=4, credit="decision").loss(trace, rewards)
+    assert not torch.allclose(decision, path)
 
 
 def test_moving_average_uses_the_baseline_from_before_the_update():
