@@ -3,18 +3,19 @@
     loss = -mean_b(A_b * log pi(path_b | x_b)) - entropy_coef * mean_b(H_b) [+ 0.5 mean_b((V_b - r_b)^2)]
 
 log pi(path | x) is the trace's ``log_probs``: the sum over the decisions the sample made.
-With ``credit: decision`` (leave_one_out only) each decision t gets its own advantage,
-    loss = -mean_b sum_t A_bt * log pi(a_bt | s_bt),   A_bt = r_b - b_bt,
-where b_bt is the mean reward of the input's other paths that made the same decisions before t
-(so reached the same state: the network is deterministic), or of all its other paths where none
-did. Such a baseline does not depend on a_bt, so the gradient stays unbiased; a decision that
-paths share until they part is judged against the paths that parted later, not before.
 Baselines b give A = r - b:
     none            b = 0
     moving_average  b = running mean of batch-mean rewards (the value before this batch's update)
     self_critical   b = reward of the greedy path on the same input (computed by the caller)
     leave_one_out   K paths per input, b_k = mean of the other K - 1 rewards (RLOO; unbiased)
     value           b = V(x), a small head on the pooled stack input, trained by 0.5 (V - r)^2
+
+With ``credit: decision`` (leave_one_out only) each decision t gets its own advantage,
+    loss = -mean_b sum_t A_bt * log pi(a_bt | s_bt),   A_bt = r_b - b_bt,
+where b_bt is the mean reward of the input's other paths that made the same decisions before t
+(so reached the same state: the network is deterministic), or of all its other paths where none
+did. Such a baseline does not depend on a_bt, so the gradient stays unbiased; a decision that
+paths share until they part is judged against the paths that parted later, not before.
 
 With ``target_compute`` set, the reward's lam is a Lagrange multiplier for the constraint
 E[compute fraction] <= target, moved by dual ascent after each policy step:
