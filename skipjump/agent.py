@@ -144,6 +144,8 @@ class ReinforceAgent(nn.Module):
         if self.config.normalize_advantage and std is not None:
             advantages = (advantages - everyone.mean()) / (std + 1e-8)
         if self.config.credit == "decision":
+            if trace.decision_log_probs is None:
+                raise ValueError("credit per decision needs the trace's decision_log_probs (a JumpStack fills them)")
             per_decision = decision_advantages(rewards, trace.actions, self.config.samples)
             if self.config.normalize_advantage and std is not None:  # leave-one-out advantages have mean 0
                 per_decision = per_decision / (std + 1e-8)

@@ -82,6 +82,9 @@ def test_decision_credit_is_path_credit_when_paths_part_at_the_first_decision():
     trace.actions[:, 0] = 0  # now they share the first decision: later ones are judged apart
     decision, _ = agent("leave_one_out", samples=4, credit="decision").loss(trace, rewards)
     assert not torch.allclose(decision, path)
+    trace.decision_log_probs = None  # a trace built outside a stack (the Gymnasium environment's)
+    with pytest.raises(ValueError, match="decision_log_probs"):
+        agent("leave_one_out", samples=4, credit="decision").loss(trace, rewards)
 
 
 def test_moving_average_uses_the_baseline_from_before_the_update():
