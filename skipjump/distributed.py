@@ -155,7 +155,7 @@ def setup(device: Device = "auto") -> Ranks:
     # torch.optim imports torch._dynamo when the first optimiser is built. Imported after the group
     # exists, it keeps references to the group that destroy_process_group cannot drop: gloo's threads
     # then outlive teardown, and one that frees a tensor while Python exits aborts the process
-    # (SIGABRT in 5 of 135 runs of a test here). Imported first, it holds no group and teardown joins them.
+    # now and then (SIGABRT). Imported first, it holds no group, and teardown joins the threads.
     importlib.import_module("torch._dynamo")
     # Ranks > 0 wait in a collective while rank 0 evaluates or saves: give that an hour, not nccl's 10 minutes.
     dist.init_process_group("nccl" if chosen.type == "cuda" else "gloo", timeout=datetime.timedelta(hours=1))

@@ -331,8 +331,10 @@ class JumpStack(nn.Module):
 
         out = self.output(h)
         probe_flops = 0.0 if probe is None else probe.flops
-        log_probs = (log_probs, torch.stack(decision_log_probs, dim=1))  # per sample, per decision
-        return out, self._make_trace(routing, t, actions, executed, log_probs, entropy, features, probe_flops)
+        log_probs_by_decision = torch.stack(decision_log_probs, dim=1)
+        return out, self._make_trace(
+            routing, t, actions, executed, log_probs, log_probs_by_decision, entropy, features, probe_flops
+        )
 
     def mix_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Per layers skipped s in 0..max_jump: the weight of x and of work_mem, (max_jump + 1,) each; 0 for s = 0."""
@@ -391,8 +393,9 @@ class JumpStack(nn.Module):
         flops = self._flops_cache[key]
         return (layer_runs @ flops + self.final_flops(tokens) + extra_flops) / self.full_depth_flops(tokens)
 
-    def _make_trace(self, routing, tokens, actions, executed, log_probs, entropy, features, probe_flops) -> JumpTrace:
-        """log_probs: a pair, per sample (B,) and per decision (B, L - 1)."""
+    def _make_trace(
+        self, routing, tokens, actions, executed, log_probs, decision_log_probs, entropy, features, probe_flops
+    ) -> JumpTrace:
         decisions = (actions[:, routing.first_decision :] >= 0).sum(dim=1)
         if not routing.uses_policy:
             policy_calls = torch.zeros_like(decisions)
@@ -406,12 +409,12 @@ class JumpStack(nn.Module):
         return JumpTrace(
             actions=actions,
             executed=executed,
-            log_probs=log_probs[0],
+            log_probs=log_probs,
             entropy=entropy,
             layers_executed=executed.sum(dim=1),
             compute_fraction=self.compute_fraction(executed.to(features.dtype), tokens, policy_flops),
             features=features,
-            decision_log_probs=log_probs[1],
+            decision_log_probs=decision_log_probs,
         )
 
     # -- the seed's threshold rule ---------------------------------------------------------
