@@ -5,7 +5,8 @@ For each layer i, only the rows (samples) whose current position is i are gather
 costs nothing for that sample. After layer i < L - 2 each of those samples takes a jump action
 a in {0..min(max_jump, L - 2 - i)} and moves to layer i + 1 + a: longer jumps would all land on
 the last layer, so they are one choice, not several. After layer L - 2 there is nothing to
-decide: the last layer runs.
+decide: the last layer runs. With K sampled paths per input (``Routing.samples``), copies of
+an input that decided alike so far are in the same state: each layer runs once for them.
 
     work_mem <- g * work_mem + (1 - g) * mean_t(x),   g = sigmoid(linear(mean_t(x)))  (a lerp)
     x        <- x + w_s * x0 + (1 - w_s) * work_mem   if the jump skips s > 0 layers, if jump_mix
@@ -48,6 +49,9 @@ class Routing:
         unlocks decisions from the last layer backwards).
     explore: "sample" draws from (1 - explore) * pi + explore * uniform, a floor under every
         action's probability; the trace's log-probs and entropy are the mixture's.
+    samples: "sample" draws K paths per input and returns K blocks of the batch (rows ordered as
+        ``x.repeat(K, 1, 1)``). Copies of an input that made the same decisions so far hold the
+        same state, so a layer runs once for them (late in training most copies agree).
     """
 
     mode: RoutingMode = "sample"
@@ -55,6 +59,7 @@ class Routing:
     actions: torch.Tensor | None = None
     first_decision: int = 0
     explore: float = 0.0
+    samples: int = 1
 
     @property
     def uses_policy(self) -> bool:
@@ -121,6 +126,41 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     return (x * weights).sum(dim=1) / weights.sum(dim=1)
 
 
+def once_per_state(
+    fn: Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor],
+    rows: torch.Tensor | None,
+    twin: torch.Tensor | None,
+    h: torch.Tensor,
+    mask: torch.Tensor | None,
+) -> torch.Tensor:
+    """fn(h[rows], mask[rows]) -> (N, ...) for N ``rows`` of h (B, T, D) (None: all B rows).
+
+    twin (B,) or None: rows with the same twin hold the same state, so fn runs once on each
+    twin and its output is gathered back to every row (gradients reach the one computation).
+    """
+
+    def select(z: torch.Tensor | None, index: torch.Tensor | None) -> torch.Tensor | None:
+        return z if z is None or index is None else z.index_select(0, index)
+
+    if twin is not None:
+        ids = torch.arange(h.shape[0], device=h.device) if rows is None else rows
+        twins = select(twin, rows)
+        leaders = ids[twins == ids]  # a host sync
+        if leaders.numel() < ids.numel():
+            slot = torch.zeros_like(twin).index_copy_(0, leaders, torch.arange(leaders.numel(), device=h.device))
+            return fn(select(h, leaders), select(mask, leaders)).index_select(0, slot.index_select(0, twins))
+    return fn(select(h, rows), select(mask, rows))
+
+
+def regroup(twin: torch.Tensor, rows: torch.Tensor, actions: torch.Tensor, choices: int) -> torch.Tensor:
+    """twin (B,) after ``rows`` (N,) took ``actions`` (N,) in [0, choices): a row's twin becomes the
+    first row that shared its twin and took the same action."""
+    key = twin.index_select(0, rows) * choices + actions
+    first = torch.full((twin.numel() * choices,), twin.numel(), dtype=torch.long, device=twin.device)
+    first.scatter_reduce_(0, key, rows, reduce="amin")
+    return twin.index_copy(0, rows, first.index_select(0, key))
+
+
 def parameters_excluding(module: nn.Module, excluded: nn.Module) -> list[nn.Parameter]:
     """``module``'s parameters that are not ``excluded``'s."""
     skip = {id(p) for p in excluded.parameters()}
@@ -184,6 +224,9 @@ class JumpStack(nn.Module):
             raise ValueError(f"random routing needs 0 <= p <= 1, got {routing.p}")
         if not 0.0 <= routing.explore < 1.0:
             raise ValueError(f"explore must be in [0, 1), got {routing.explore}")
+        if routing.samples < 1 or (routing.samples > 1 and routing.mode != "sample"):
+            got = f"{routing.samples} ({routing.mode})"
+            raise ValueError(f"samples > 1 needs sample routing and samples >= 1, got {got}")
         if not 0 <= routing.first_decision < self.num_layers:
             raise ValueError(f"first_decision must be in [0, {self.num_layers - 1}], got {routing.first_decision}")
         if routing.mode in ("fixed", "imitate"):
@@ -264,20 +307,25 @@ class JumpStack(nn.Module):
         routing: Routing | str | None = None,
         probe: Probe | None = None,
     ) -> tuple[torch.Tensor, JumpTrace]:
-        """x (B, T, D), mask (B, T) or None -> output (B, T, D) and the trace of the paths taken.
+        """x (B, T, D), mask (B, T) or None -> output (K * B, T, D) and the trace of the paths taken,
+        K = ``routing.samples`` (1 unless set).
 
         probe: the task head's view of a state, needed by a policy with ``policy_confidence``.
         """
         self.check_input(x, mask)
+        routing = self.resolve_routing(routing, x.shape[0])
+        copies = routing.samples
+        features = masked_mean(x, mask).detach()
+        if copies > 1:
+            x, features = x.repeat(copies, 1, 1), features.repeat(copies, 1)
+            mask = None if mask is None else mask.repeat(copies, 1)
         b, t, _ = x.shape
         num_layers = self.num_layers
-        routing = self.resolve_routing(routing, b)
         device = x.device
         state_policy = routing.uses_policy and self.policy.inputs == "state"
         if state_policy and self.policy.extra and probe is None:
             raise ValueError("this policy reads the task head's confidence (policy_confidence): pass a probe")
 
-        features = masked_mean(x, mask).detach()
         input_logits = None
         if routing.uses_policy and self.policy.inputs == "input":
             input_logits = self.policy(features)
@@ -292,12 +340,14 @@ class JumpStack(nn.Module):
         mix = self.mix_weights() if jump_mix else None
         probe = probe if state_policy and self.policy.extra else None
         all_rows = torch.arange(b, device=device) if routing.mode == "full" else None
+        # twin[r]: the first row in the same state as row r (a copy of its input that decided alike so far)
+        twin = torch.arange(b, device=device) % (b // copies) if copies > 1 else None
 
         for i, layer in enumerate(self.layers):
             if routing.mode == "full":  # every row runs every layer: no need to look
                 rows = all_rows
             else:
-                rows = torch.nonzero(position == i).flatten()  # the one host sync per layer
+                rows = torch.nonzero(position == i).flatten()  # a host sync per layer (two with twins)
             everyone = rows.numel() == b
             if rows.numel() == 0:
                 continue
@@ -306,7 +356,7 @@ class JumpStack(nn.Module):
                 return z if everyone or z is None else z.index_select(0, rows)  # noqa: B023
 
             rows_mask = gather(mask)
-            hi = layer(gather(h), rows_mask)
+            hi = once_per_state(layer, None if everyone else rows, twin, h, mask)
             executed[:, i].index_fill_(0, rows, True)
 
             if i == num_layers - 2:  # every action lands on the last layer: nothing to decide
@@ -323,13 +373,15 @@ class JumpStack(nn.Module):
                     log_probs = log_probs.index_add(0, rows, logp)
                     decision_log_probs[i] = decision_log_probs[i].index_copy(0, rows, logp)
                     entropy = entropy.index_add(0, rows, ent)
+                if twin is not None:
+                    twin = regroup(twin, rows, a, self.config.max_jump + 1)
                 if jump_mix:  # the working memory is read only here, so it is kept only then
                     hi, wm = self.after_jump(hi, gather(x), gather(work_mem), pooled, a, mix)
                     work_mem = wm if everyone else work_mem.index_copy(0, rows, wm)
 
             h = hi if everyone else h.index_copy(0, rows, hi)
 
-        out = self.output(h)
+        out = once_per_state(lambda z, _: self.output(z), None, twin, h, None)
         probe_flops = 0.0 if probe is None else probe.flops
         log_probs_by_decision = torch.stack(decision_log_probs, dim=1)
         return out, self._make_trace(

@@ -125,11 +125,10 @@ class Updates:
     def _policy_loss(self, inputs: torch.Tensor, targets: torch.Tensor, first_decision: int, explore: float):
         """Sample paths, score them, build the REINFORCE loss: (loss, stats, task loss (K*B,), trace)."""
         k = self.agent.samples_per_input
-        repeated = inputs.repeat(k, *([1] * (inputs.dim() - 1)))
         repeated_targets = targets.repeat(k)
         with self._autocast():
-            sample = Routing("sample", first_decision=first_decision, explore=explore)
-            outputs, trace = self.model(repeated, sample)
+            sample = Routing("sample", first_decision=first_decision, explore=explore, samples=k)
+            outputs, trace = self.model(inputs, sample)  # K blocks of the batch
             task_loss, rewards = self._score(outputs, repeated_targets, trace)
             greedy_rewards = None
             if self.config.agent.baseline == "self_critical":

@@ -107,6 +107,41 @@ def test_layers_run_only_on_the_rows_that_land_on_them():
     assert (trace.layers_executed == executed.sum(1)).all()
 
 
+def test_sampled_copies_of_an_input_run_a_layer_once_until_they_decide_differently():
+    stack = make_stack(num_layers=8, max_jump=3)
+    x = torch.randn(5, 3, 16, dtype=torch.float64)
+    mask = torch.tensor([[True, True, False]] * 2 + [[True, True, True]] * 3)
+    rows_seen = {}
+    for i, layer in enumerate(stack.layers):
+        layer.register_forward_pre_hook(lambda m, args, i=i: rows_seen.__setitem__(i, args[0].shape[0]))
+
+    def run(shared: bool):
+        rows_seen.clear()
+        stack.zero_grad()
+        torch.manual_seed(1)
+        if shared:
+            out, trace = stack(x, mask, routing=Routing("sample", samples=4))
+        else:  # each copy computed on its own, as K repeated inputs
+            out, trace = stack(x.repeat(4, 1, 1), mask.repeat(4, 1), routing=Routing("sample"))
+        (out.square().mean() + trace.log_probs.sum()).backward()
+        return out, trace, dict(rows_seen), [p.grad.clone() for p in stack.parameters() if p.grad is not None]
+
+    out, trace, seen, grads = run(shared=True)
+    apart_out, apart_trace, apart_seen, apart_grads = run(shared=False)
+    assert torch.equal(trace.actions, apart_trace.actions)  # the same draws: rows ordered as x.repeat(4)
+    torch.testing.assert_close(out, apart_out)
+    torch.testing.assert_close(trace.log_probs, apart_trace.log_probs)
+    assert len(grads) == len(apart_grads)
+    for g, apart in zip(grads, apart_grads):  # the copies' gradients all reach the one computation
+        torch.testing.assert_close(g, apart)
+    for i in range(8):  # once per input and decisions so far, among the rows that ran layer i
+        ran = trace.executed[:, i].nonzero().flatten().tolist()
+        states = {(r % 5, tuple(trace.actions[r, :i].tolist())) for r in ran}
+        assert seen.get(i, 0) == len(states) and apart_seen.get(i, 0) == len(ran)
+    assert seen[0] == 5 and sum(seen.values()) < sum(apart_seen.values())
+    assert trace.unique_paths() > 5  # the check above saw copies that parted
+
+
 def test_jump_arithmetic_and_compute_fraction_of_a_fixed_path():
     stack = make_stack()
     x = torch.randn(2, 5, 16, dtype=torch.float64)
@@ -228,6 +263,8 @@ def test_bad_routing_raises():
         stack(x, routing=Routing("random", p=1.5))
     with pytest.raises(ValueError, match="explore must be in"):
         stack(x, routing=Routing("sample", explore=1.0))
+    with pytest.raises(ValueError, match="samples > 1 needs sample routing"):
+        stack(x, routing=Routing("greedy", samples=2))
 
 
 def test_seed_compatible_skip_layer_keeps_logs_per_sample():
