@@ -93,8 +93,14 @@ def train_reinforce(source: Source, args: argparse.Namespace, seed: int) -> Mask
     policy = MaskedPolicy(envs.single_observation_space.shape[0], envs.single_action_space.n)
     target = source.config.agent.target_compute if args.match_compute else None
     lam_lr = source.config.agent.lam_lr
-    config = AgentConfig(
-        baseline="leave_one_out", samples=k, target_compute=target, lam=source.lam, lam_lr=lam_lr, lr=args.lr
+    config = AgentConfig(  # credit per path: the environment's trace has no per-decision log-probs
+        baseline="leave_one_out",
+        samples=k,
+        credit="path",
+        target_compute=target,
+        lam=source.lam,
+        lam_lr=lam_lr,
+        lr=args.lr,
     )
     agent = ReinforceAgent(config, source.config.model.dims)
     optimizer = torch.optim.Adam(policy.parameters(), lr=config.lr)

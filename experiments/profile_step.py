@@ -1,12 +1,14 @@
 """Where a training step's time goes: torch.profiler over supervised and policy steps of a config.
 
     python experiments/profile_step.py [--config skipjump/configs/digits.yaml] [--steps 20] [--rows 15]
-                                       [--out FILE] [key=value ...]
+                                       [--run RUN_DIR] [--out FILE] [key=value ...]
 
-Builds the run as train.py would (no run directory), warms up, then profiles ``--steps``
-supervised steps and ``--steps`` policy steps (the alternating phase's two kinds) and prints, for
-each, the wall-clock milliseconds per step, the time inside ``backward``, and the operators with
-the most self time. Issue 8 asked what bounds the demo's training time; this is the answer's source.
+Builds the run as train.py would (no run directory; with ``--run``, a trained run's config and
+last weights instead, as the policy is at the end of training), warms up, then profiles
+``--steps`` supervised steps and ``--steps`` policy steps (the alternating phase's two kinds) and
+prints, for each, the wall-clock milliseconds per step and the part inside the stack's layers,
+the time inside ``backward``, and the operators with the most self time. Issue 8 asked what
+bounds the demo's training time; this is the answer's source.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from torch.profiler import profile
 
 from skipjump.config import load
 from skipjump.provenance import header
+from skipjump.runs import load_trained
 from skipjump.trainer import Trainer, build
 
 
@@ -34,15 +37,38 @@ def timed_steps(trainer: Trainer, step: int, count: int) -> list[float]:
     return seconds
 
 
+def layer_seconds(trainer: Trainer, step: int, count: int) -> float:
+    """Median seconds per step spent in the stack's layer calls (forward), over ``count`` steps."""
+    spent: list[float] = []  # start times negated, end times added
+    hooks = [
+        hook
+        for layer in trainer.model.stack.layers
+        for hook in (
+            layer.register_forward_pre_hook(lambda *_: spent.append(-time.perf_counter())),
+            layer.register_forward_hook(lambda *_: spent.append(time.perf_counter())),
+        )
+    ]
+    per_step = []
+    for _ in range(count):
+        spent.clear()
+        timed_steps(trainer, step, 1)
+        per_step.append(sum(spent))
+    for hook in hooks:
+        hook.remove()
+    return statistics.median(per_step)
+
+
 def report(trainer: Trainer, name: str, step: int, steps: int, rows: int) -> str:
     timed_steps(trainer, step, 5)  # warm-up: allocator, optimiser state
     wall = timed_steps(trainer, step, steps)
+    in_layers = layer_seconds(trainer, step, steps)
     with profile() as prof:
         timed_steps(trainer, step, steps)
     averages = prof.key_averages()
     backward = sum(e.cpu_time_total for e in averages if e.key.startswith("autograd::engine::evaluate_function"))
     lines = [
         f"\n## {name} steps: {1e3 * statistics.median(wall):.1f} ms per step (median of {steps}, unprofiled)",
+        f"in the stack's layers (forward): {1e3 * in_layers:.1f} ms per step (median of {steps})",
         f"backward pass: {backward / 1e3 / steps:.1f} ms per step (profiled)",
         averages.table(sort_by="self_cpu_time_total", row_limit=rows),
     ]
@@ -54,13 +80,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--config", default="skipjump/configs/digits.yaml")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--rows", type=int, default=15, help="operators listed per step kind")
+    parser.add_argument("--run", metavar="RUN_DIR", help="a trained run's config and last weights (no overrides)")
     parser.add_argument("--out", help="also write the report here")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args(argv)
     if args.steps < 1:
         parser.error("--steps must be >= 1")
 
-    trainer = build(load(args.config, args.overrides))
+    if args.run and args.overrides:
+        parser.error("--run takes the run's own config: no key=value overrides")
+    trainer = load_trained(args.run)[0] if args.run else build(load(args.config, args.overrides))
     t = trainer.config.trainer
     if t.schedule != "alternate" or t.supervised_steps != 1 or t.policy_steps != 1:
         parser.error("profiles the default schedule: alternate, one supervised and one policy step per cycle")

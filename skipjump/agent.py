@@ -10,12 +10,14 @@ Baselines b give A = r - b:
     leave_one_out   K paths per input, b_k = mean of the other K - 1 rewards (RLOO; unbiased)
     value           b = V(x), a small head on the pooled stack input, trained by 0.5 (V - r)^2
 
-With ``credit: decision`` (leave_one_out only) each decision t gets its own advantage,
+With ``credit: decision`` and leave_one_out each decision t gets its own advantage,
     loss = -mean_b sum_t A_bt * log pi(a_bt | s_bt),   A_bt = r_b - b_bt,
 where b_bt is the mean reward of the input's other paths that made the same decisions before t
 (so reached the same state: the network is deterministic), or of all its other paths where none
 did. Such a baseline does not depend on a_bt, so the gradient stays unbiased; a decision that
-paths share until they part is judged against the paths that parted later, not before.
+paths share until they part is judged against the paths that parted later, not before. The
+other baselines have one value per path, so every decision gets its path's advantage (the same
+loss as ``credit: path``).
 
 With ``target_compute`` set, the reward's lam is a Lagrange multiplier for the constraint
 E[compute fraction] <= target, moved by dual ascent after each policy step:
@@ -143,7 +145,7 @@ class ReinforceAgent(nn.Module):
         spread = 0.0 if std is None else float(std)
         if self.config.normalize_advantage and std is not None:
             advantages = (advantages - everyone.mean()) / (std + 1e-8)
-        if self.config.credit == "decision":
+        if self.config.credit == "decision" and self.config.baseline == "leave_one_out":
             if trace.decision_log_probs is None:
                 raise ValueError("credit per decision needs the trace's decision_log_probs (a JumpStack fills them)")
             per_decision = decision_advantages(rewards, trace.actions, self.config.samples)

@@ -79,10 +79,11 @@ class AgentConfig:
     gamma: float = 5.0  # blockdrop: penalty for a wrong prediction
     baseline: Baseline = "leave_one_out"  # the advantage compares paths of the same input
     momentum: float = 0.9  # moving_average
-    samples: int = 4  # leave_one_out: sampled paths per input
+    samples: int = 8  # leave_one_out: sampled paths per input (copies in the same state share their compute)
     # leave_one_out: path scores every decision of a path by one advantage; decision compares each
     # decision with the other paths of the same input that reached the same layer the same way
-    credit: Credit = "path"
+    # (other baselines give every decision its path's advantage: the two are the same there)
+    credit: Credit = "decision"
     normalize_advantage: bool = True
     entropy_coef: float = 0.01  # weight of the policy's entropy in the loss (where target_entropy is set: the start)
     # set: entropy_coef adapts to hold the policy's entropy (nats; per sample, the mean over its decisions, then
@@ -297,8 +298,6 @@ def validate(config: Config) -> Config:
         )
     if config.trainer.imitation_steps and config.agent.target_compute is None:
         raise ConfigError("trainer.imitation_steps: the oracle it imitates needs a budget; set agent.target_compute")
-    if config.agent.credit == "decision" and config.agent.baseline != "leave_one_out":
-        raise ConfigError(f"agent.credit: decision needs the leave_one_out baseline, not {config.agent.baseline}")
     if config.agent.baseline == "leave_one_out" and config.agent.samples < 2:
         raise ConfigError(f"agent.samples: got {config.agent.samples}, leave_one_out needs >= 2")
     if config.task.data_file is not None and not Path(config.task.data_file).is_file():

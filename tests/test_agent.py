@@ -82,6 +82,13 @@ def test_decision_credit_is_path_credit_when_paths_part_at_the_first_decision():
     trace.actions[:, 0] = 0  # now they share the first decision: later ones are judged apart
     decision, _ = agent("leave_one_out", samples=4, credit="decision").loss(trace, rewards)
     assert not torch.allclose(decision, path)
+    for baseline in ("none", "moving_average", "value"):  # one baseline per path: every decision shares it
+        trace.features = torch.randn(4, 8)
+        losses = []
+        for credit in ("path", "decision"):
+            torch.manual_seed(1)  # the same value head
+            losses.append(agent(baseline, credit=credit).loss(trace, rewards)[0])
+        torch.testing.assert_close(losses[1], losses[0])
     trace.decision_log_probs = None  # a trace built outside a stack (the Gymnasium environment's)
     with pytest.raises(ValueError, match="decision_log_probs"):
         agent("leave_one_out", samples=4, credit="decision").loss(trace, rewards)

@@ -3,6 +3,7 @@ import subprocess
 import sys
 
 import bench_run
+import bench_sampling
 import bench_speed
 import profile_step
 import pytest
@@ -126,7 +127,25 @@ def test_bench_run_on_a_bad_run_dir_exits_2_with_one_line(tmp_path, capsys):
     assert out == "" and len(err.splitlines()) == 1 and err.startswith("bench_run.py: ")
 
 
-def test_profile_step_splits_supervised_and_policy_steps_and_writes_its_report(tmp_path, capsys, one_thread):
+def test_bench_sampling_counts_the_layer_rows_run_once_per_state(tiny_run, tmp_path, capsys, one_thread):
+    out = tmp_path / "sampling.json"
+    assert bench_sampling.main([str(tiny_run), "--repeats", "1", "--samples", "2", "4", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert [r["samples"] for r in result["results"]] == [2, 4] and result["threads"] == 1
+    for r in result["results"]:
+        assert r["speedup"] == pytest.approx(r["apart_ms"] / r["shared_ms"]) and 0 < r["rows"] < 1
+    _, task, model = load_run(tiny_run)
+    seen = []
+    for layer in model.stack.layers:
+        layer.register_forward_pre_hook(lambda m, args: seen.append(args[0].shape[0]))
+    with torch.no_grad():
+        _, trace = model.train()(task.test.inputs[:16], Routing("sample", samples=4))
+    assert bench_sampling.distinct_states(trace, 4) == sum(seen) < int(trace.executed.sum())
+    assert bench_sampling.main([str(tmp_path / "missing")]) == 2
+    assert capsys.readouterr().err.startswith("bench_sampling.py: ")
+
+
+def test_profile_step_splits_supervised_and_policy_steps_and_writes_its_report(tiny_run, tmp_path, capsys, one_thread):
     out = tmp_path / "profile.txt"
     profile_step.main(["--config", CONFIG, "--steps", "2", "--rows", "5", "--out", str(out), *TINY])
     text = out.read_text()
@@ -134,7 +153,11 @@ def test_profile_step_splits_supervised_and_policy_steps_and_writes_its_report(t
     assert text.startswith("# python")  # how it was made
     supervised, policy = text.split("## supervised steps: ")[1].split("## policy steps: ")
     for part in (supervised, policy):
-        assert float(part.split(" ms per step")[0]) > 0
+        step_ms = float(part.split(" ms per step")[0])
+        layers_ms = float(part.split("in the stack's layers (forward): ")[1].split(" ms")[0])
+        assert 0 < layers_ms < step_ms
         assert "aten::addmm" in part  # the layers' matrix products, profiled
+    profile_step.main(["--run", str(tiny_run), "--steps", "1", "--rows", "3"])  # a trained run's policy
+    assert "## policy steps: " in capsys.readouterr().out
     backward = [float(part.split("backward pass: ")[1].split(" ms")[0]) for part in (supervised, policy)]
     assert backward[0] > backward[1]  # a policy step backpropagates into the small policy only

@@ -55,7 +55,6 @@ BAD_CONFIGS = [
     (["agent.reward=blockdrop"], "the blockdrop reward has no lam to adapt; set agent.target_compute=null"),
     (["trainer.warmup_steps=5000"], "trainer.warmup_steps: got 5000, must be < trainer.steps = 3000"),
     (["agent.baseline=leave_one_out", "agent.samples=1"], "agent.samples: got 1, leave_one_out needs >= 2"),
-    (["agent.credit=decision", "agent.baseline=value"], "agent.credit: decision needs the leave_one_out baseline"),
     (["agent.credit=gate"], "agent.credit: got 'gate'"),
     (["seed=-1"], "seed: got -1, must be >= 0"),
     (["task.test_fraction=1.5"], "task.test_fraction: got 1.5, must be in (0, 1)"),

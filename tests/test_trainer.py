@@ -166,7 +166,7 @@ def test_a_short_run_writes_every_file_with_histograms_in_the_events(tmp_path):
     assert "jumps/layer2" not in histograms  # 4 layers: after layer 2 every action lands on 3, no decision
     assert "eval_jumps/depth" in histograms
     depth = events.Histograms("jumps/depth")[-1].histogram_value
-    assert depth.num == 5 * 4 * 16  # the window's 5 policy steps, 4 sampled paths (leave-one-out) of 16 inputs
+    assert depth.num == 5 * 8 * 16  # the window's 5 policy steps, 8 sampled paths (leave-one-out) of 16 inputs
     scalars = set(events.Tags()["scalars"])
     expected = {f"{prefix}/{key}" for prefix in ("train", "policy", "eval/greedy", "eval/full") for key in TASK_METRICS}
     expected |= {"policy/advantage_std", "policy/entropy", "policy/loss", "policy/lam", "gates/threshold_layer0"}
