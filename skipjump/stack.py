@@ -6,7 +6,8 @@ costs nothing for that sample. After layer i < L - 2 each of those samples takes
 a in {0..min(max_jump, L - 2 - i)} and moves to layer i + 1 + a: longer jumps would all land on
 the last layer, so they are one choice, not several. After layer L - 2 there is nothing to
 decide: the last layer runs. With K sampled paths per input (``Routing.samples``), copies of
-an input that decided alike so far are in the same state: each layer runs once for them.
+an input that decided alike so far are in the same state: each layer and jump mix runs once
+for them, on the state's first row (the other rows of ``h`` go stale and are never read).
 
     work_mem <- g * work_mem + (1 - g) * mean_t(x),   g = sigmoid(linear(mean_t(x)))  (a lerp)
     x        <- x + w_s * x0 + (1 - w_s) * work_mem   if the jump skips s > 0 layers, if jump_mix
@@ -126,30 +127,18 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     return (x * weights).sum(dim=1) / weights.sum(dim=1)
 
 
-def once_per_state(
-    fn: Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor],
-    rows: torch.Tensor | None,
-    twin: torch.Tensor | None,
-    h: torch.Tensor,
-    mask: torch.Tensor | None,
-) -> torch.Tensor:
-    """fn(h[rows], mask[rows]) -> (N, ...) for N ``rows`` of h (B, T, D) (None: all B rows).
+def select(z: torch.Tensor | None, index: torch.Tensor | None) -> torch.Tensor | None:
+    """z's rows ``index`` (None: all of them); None stays None."""
+    return z if z is None or index is None else z.index_select(0, index)
 
-    twin (B,) or None: rows with the same twin hold the same state, so fn runs once on each
-    twin and its output is gathered back to every row (gradients reach the one computation).
-    """
 
-    def select(z: torch.Tensor | None, index: torch.Tensor | None) -> torch.Tensor | None:
-        return z if z is None or index is None else z.index_select(0, index)
-
-    if twin is not None:
-        ids = torch.arange(h.shape[0], device=h.device) if rows is None else rows
-        twins = select(twin, rows)
-        leaders = ids[twins == ids]  # a host sync
-        if leaders.numel() < ids.numel():
-            slot = torch.zeros_like(twin).index_copy_(0, leaders, torch.arange(leaders.numel(), device=h.device))
-            return fn(select(h, leaders), select(mask, leaders)).index_select(0, slot.index_select(0, twins))
-    return fn(select(h, rows), select(mask, rows))
+def states_of(rows: torch.Tensor, twin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """rows (N,), twin (B,) -> (run (U,), back (N,)): the rows that are their own twin, one per
+    state, and for each row the index of its state's row in ``run``."""
+    twins = twin.index_select(0, rows)
+    run = rows[twins == rows]  # a host sync
+    slot = torch.zeros_like(twin).index_copy_(0, run, torch.arange(run.numel(), device=rows.device))
+    return run, slot.index_select(0, twins)
 
 
 def regroup(twin: torch.Tensor, rows: torch.Tensor, actions: torch.Tensor, choices: int) -> torch.Tensor:
@@ -347,41 +336,52 @@ class JumpStack(nn.Module):
             if routing.mode == "full":  # every row runs every layer: no need to look
                 rows = all_rows
             else:
-                rows = torch.nonzero(position == i).flatten()  # a host sync per layer (two with twins)
-            everyone = rows.numel() == b
+                rows = torch.nonzero(position == i).flatten()  # a host sync per layer (three with twins)
             if rows.numel() == 0:
                 continue
-
-            def gather(z: torch.Tensor | None) -> torch.Tensor | None:  # the rows at this layer
-                return z if everyone or z is None else z.index_select(0, rows)  # noqa: B023
-
-            rows_mask = gather(mask)
-            hi = once_per_state(layer, None if everyone else rows, twin, h, mask)
+            # run: the rows that compute (None: all B), back: (N,) where each row's state is among them
+            if twin is None:
+                run, back = (None if rows.numel() == b else rows), None
+            else:
+                run, back = states_of(rows, twin)
+            run_mask = select(mask, run)
+            hi = layer(select(h, run), run_mask)
             executed[:, i].index_fill_(0, rows, True)
+            write, source, mem_source = run, None, run  # the rows of h the layer's output goes to
 
             if i == num_layers - 2:  # every action lands on the last layer: nothing to decide
                 position.index_fill_(0, rows, num_layers - 1)
             elif i < num_layers - 2:
-                # (N, D): the state policy's input and the working memory's; unused otherwise
-                pooled = masked_mean(hi, rows_mask) if state_policy or jump_mix else None
+                # the state policy's input and the working memory's, per computed row; unused otherwise
+                pooled = masked_mean(hi, run_mask) if state_policy or jump_mix else None
                 probing = probe is not None and i >= routing.first_decision
-                probed = probe.features(hi.detach(), rows_mask) if probing else None
-                a, logp, ent = self._decide(routing, i, pooled, rows, input_logits, probed)  # a skips a layers
+                probed = probe.features(hi.detach(), run_mask) if probing else None
+                policy_inputs = select(pooled, back), rows, input_logits, select(probed, back)
+                a, logp, ent = self._decide(routing, i, *policy_inputs)  # (N,) each; a skips a layers
                 actions[:, i].index_copy_(0, rows, a)
                 position.index_copy_(0, rows, i + 1 + a)
                 if logp is not None:
                     log_probs = log_probs.index_add(0, rows, logp)
                     decision_log_probs[i] = decision_log_probs[i].index_copy(0, rows, logp)
                     entropy = entropy.index_add(0, rows, ent)
-                if twin is not None:
-                    twin = regroup(twin, rows, a, self.config.max_jump + 1)
+                if twin is not None:  # copies that took different actions part: their first rows hold the states
+                    before, twin = twin, regroup(twin, rows, a, self.config.max_jump + 1)
+                    firsts = torch.nonzero(twin.index_select(0, rows) == rows).flatten()  # positions in rows
+                    write, source, a = rows.index_select(0, firsts), back.index_select(0, firsts), a[firsts]
+                    mem_source = before.index_select(0, write)  # a new first row's memory is its old twin's
+                    hi = hi.index_select(0, source)
                 if jump_mix:  # the working memory is read only here, so it is kept only then
-                    hi, wm = self.after_jump(hi, gather(x), gather(work_mem), pooled, a, mix)
-                    work_mem = wm if everyone else work_mem.index_copy(0, rows, wm)
+                    x_rows, memory = select(x, write), select(work_mem, mem_source)
+                    hi, wm = self.after_jump(hi, x_rows, memory, select(pooled, source), a, mix)
+                    work_mem = wm if write is None else work_mem.index_copy(0, write, wm)
 
-            h = hi if everyone else h.index_copy(0, rows, hi)
+            h = hi if write is None else h.index_copy(0, write, hi)
 
-        out = once_per_state(lambda z, _: self.output(z), None, twin, h, None)
+        if twin is None:
+            out = self.output(h)
+        else:  # rows that are not their state's first hold stale values: every row reads its state's
+            run, back = states_of(torch.arange(b, device=device), twin)
+            out = self.output(h.index_select(0, run)).index_select(0, back)
         probe_flops = 0.0 if probe is None else probe.flops
         log_probs_by_decision = torch.stack(decision_log_probs, dim=1)
         return out, self._make_trace(

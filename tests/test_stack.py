@@ -107,7 +107,8 @@ def test_layers_run_only_on_the_rows_that_land_on_them():
     assert (trace.layers_executed == executed.sum(1)).all()
 
 
-def test_sampled_copies_of_an_input_run_a_layer_once_until_they_decide_differently():
+@pytest.mark.parametrize("first_decision", [0, 3])
+def test_sampled_copies_of_an_input_run_a_layer_once_until_they_decide_differently(first_decision):
     stack = make_stack(num_layers=8, max_jump=3)
     x = torch.randn(5, 3, 16, dtype=torch.float64)
     mask = torch.tensor([[True, True, False]] * 2 + [[True, True, True]] * 3)
@@ -120,9 +121,10 @@ def test_sampled_copies_of_an_input_run_a_layer_once_until_they_decide_different
         stack.zero_grad()
         torch.manual_seed(1)
         if shared:
-            out, trace = stack(x, mask, routing=Routing("sample", samples=4))
+            out, trace = stack(x, mask, routing=Routing("sample", samples=4, first_decision=first_decision))
         else:  # each copy computed on its own, as K repeated inputs
-            out, trace = stack(x.repeat(4, 1, 1), mask.repeat(4, 1), routing=Routing("sample"))
+            sample = Routing("sample", first_decision=first_decision)
+            out, trace = stack(x.repeat(4, 1, 1), mask.repeat(4, 1), routing=sample)
         (out.square().mean() + trace.log_probs.sum()).backward()
         return out, trace, dict(rows_seen), [p.grad.clone() for p in stack.parameters() if p.grad is not None]
 
