@@ -214,8 +214,8 @@ class JumpStack(nn.Module):
         if not 0.0 <= routing.explore < 1.0:
             raise ValueError(f"explore must be in [0, 1), got {routing.explore}")
         if routing.samples < 1 or (routing.samples > 1 and routing.mode != "sample"):
-            got = f"{routing.samples} ({routing.mode})"
-            raise ValueError(f"samples > 1 needs sample routing and samples >= 1, got {got}")
+            got = f"{routing.samples} with {routing.mode} routing"
+            raise ValueError(f"samples must be 1, or more with sample routing; got {got}")
         if not 0 <= routing.first_decision < self.num_layers:
             raise ValueError(f"first_decision must be in [0, {self.num_layers - 1}], got {routing.first_decision}")
         if routing.mode in ("fixed", "imitate"):

@@ -265,7 +265,7 @@ def test_bad_routing_raises():
         stack(x, routing=Routing("random", p=1.5))
     with pytest.raises(ValueError, match="explore must be in"):
         stack(x, routing=Routing("sample", explore=1.0))
-    with pytest.raises(ValueError, match="samples > 1 needs sample routing"):
+    with pytest.raises(ValueError, match="samples must be 1, or more with sample routing; got 2 with greedy"):
         stack(x, routing=Routing("greedy", samples=2))
 
 
