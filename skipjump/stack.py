@@ -52,7 +52,8 @@ class Routing:
         action's probability; the trace's log-probs and entropy are the mixture's.
     samples: "sample" draws K paths per input and returns K blocks of the batch (rows ordered as
         ``x.repeat(K, 1, 1)``). Copies of an input that made the same decisions so far hold the
-        same state, so a layer runs once for them (late in training most copies agree).
+        same state, so a layer runs once for them (late in training most copies agree). This
+        needs layers that treat each row alike whatever else is in the batch (no dropout).
     """
 
     mode: RoutingMode = "sample"
@@ -137,7 +138,7 @@ def states_of(rows: torch.Tensor, twin: torch.Tensor) -> tuple[torch.Tensor, tor
     state, and for each row the index of its state's row in ``run``."""
     twins = twin.index_select(0, rows)
     run = rows[twins == rows]  # a host sync
-    slot = torch.zeros_like(twin).index_copy_(0, run, torch.arange(run.numel(), device=rows.device))
+    slot = torch.full_like(twin, -1).index_copy_(0, run, torch.arange(run.numel(), device=rows.device))
     return run, slot.index_select(0, twins)
 
 
@@ -157,7 +158,7 @@ def parameters_excluding(module: nn.Module, excluded: nn.Module) -> list[nn.Para
 
 
 class JumpStack(nn.Module):
-    """x (B, T, D), mask (B, T) bool (True = real token) or None -> (B, T, D)."""
+    """x (B, T, D), mask (B, T) bool (True = real token) or None -> (K * B, T, D), K = ``Routing.samples``."""
 
     def __init__(self, config: StackConfig) -> None:
         super().__init__()
@@ -213,8 +214,9 @@ class JumpStack(nn.Module):
             raise ValueError(f"random routing needs 0 <= p <= 1, got {routing.p}")
         if not 0.0 <= routing.explore < 1.0:
             raise ValueError(f"explore must be in [0, 1), got {routing.explore}")
-        if routing.samples < 1 or (routing.samples > 1 and routing.mode != "sample"):
-            got = f"{routing.samples} with {routing.mode} routing"
+        k = routing.samples
+        if not isinstance(k, int) or k < 1 or (k > 1 and routing.mode != "sample"):
+            got = f"{k} with {routing.mode} routing"
             raise ValueError(f"samples must be 1, or more with sample routing; got {got}")
         if not 0 <= routing.first_decision < self.num_layers:
             raise ValueError(f"first_decision must be in [0, {self.num_layers - 1}], got {routing.first_decision}")
@@ -296,8 +298,8 @@ class JumpStack(nn.Module):
         routing: Routing | str | None = None,
         probe: Probe | None = None,
     ) -> tuple[torch.Tensor, JumpTrace]:
-        """x (B, T, D), mask (B, T) or None -> output (K * B, T, D) and the trace of the paths taken,
-        K = ``routing.samples`` (1 unless set).
+        """x (B, T, D), mask (B, T) or None -> output (K * B, T, D) and the trace of the paths taken
+        (K * B rows too), K = ``routing.samples`` (1 unless set).
 
         probe: the task head's view of a state, needed by a policy with ``policy_confidence``.
         """

@@ -107,9 +107,13 @@ def test_layers_run_only_on_the_rows_that_land_on_them():
     assert (trace.layers_executed == executed.sum(1)).all()
 
 
-@pytest.mark.parametrize("first_decision", [0, 3])
-def test_sampled_copies_of_an_input_run_a_layer_once_until_they_decide_differently(first_decision):
-    stack = make_stack(num_layers=8, max_jump=3)
+@pytest.mark.parametrize(
+    ("first_decision", "explore", "policy_inputs"), [(0, 0.0, "state"), (3, 0.0, "state"), (0, 0.3, "input")]
+)
+def test_sampled_copies_of_an_input_run_a_layer_once_until_they_decide_differently(
+    first_decision, explore, policy_inputs
+):
+    stack = make_stack(num_layers=8, max_jump=3, policy_inputs=policy_inputs)
     x = torch.randn(5, 3, 16, dtype=torch.float64)
     mask = torch.tensor([[True, True, False]] * 2 + [[True, True, True]] * 3)
     rows_seen = {}
@@ -121,9 +125,10 @@ def test_sampled_copies_of_an_input_run_a_layer_once_until_they_decide_different
         stack.zero_grad()
         torch.manual_seed(1)
         if shared:
-            out, trace = stack(x, mask, routing=Routing("sample", samples=4, first_decision=first_decision))
+            sample = Routing("sample", samples=4, first_decision=first_decision, explore=explore)
+            out, trace = stack(x, mask, routing=sample)
         else:  # each copy computed on its own, as K repeated inputs
-            sample = Routing("sample", first_decision=first_decision)
+            sample = Routing("sample", first_decision=first_decision, explore=explore)
             out, trace = stack(x.repeat(4, 1, 1), mask.repeat(4, 1), routing=sample)
         (out.square().mean() + trace.log_probs.sum()).backward()
         return out, trace, dict(rows_seen), [p.grad.clone() for p in stack.parameters() if p.grad is not None]
