@@ -19,6 +19,13 @@ paths share until they part is judged against the paths that parted later, not b
 other baselines have one value per path, so every decision gets its path's advantage (the same
 loss as ``credit: path``).
 
+With ``estimator: exact`` no path is sampled: every path p of each input runs (the paths'
+probabilities pi_p sum to 1) and the loss is
+    loss = -mean_x sum_p sg(pi_p) (r_p - rbar) log pi_p / s - entropy_coef * mean_x sum_p sg(pi_p) H_p,
+    rbar = sum_p pi_p r_p,   s = sqrt(mean_x sum_p pi_p (r_p - rbar)^2)   (normalize_advantage),
+whose gradient is that of -E_pi[r] / s over the batch's inputs: the expectation REINFORCE
+estimates, so inputs whose sampled paths would all agree (zero advantage) still teach the policy.
+
 With ``target_compute`` set, the reward's lam is a Lagrange multiplier for the constraint
 E[compute fraction] <= target, moved by dual ascent after each policy step:
     lam <- max(0, lam + lam_lr * (mean compute fraction - target))
@@ -134,6 +141,35 @@ class ReinforceAgent(nn.Module):
             advantages = rewards - values.detach()
             value_loss = 0.5 * (values - rewards).square().mean()
         return advantages.detach(), value_loss
+
+    def exact_loss(
+        self, trace: JumpTrace, rewards: torch.Tensor, paths: int
+    ) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
+        """The exact policy-gradient loss over every path of each input (see the module docstring).
+
+        trace and rewards: P blocks of one batch of n inputs, (P * n,) rows, block p running path p.
+        Returns the loss, statistics to log, and each path's probability (P, n), detached.
+        """
+        log_probs = trace.log_probs.view(paths, -1)  # (P, n)
+        weights = log_probs.detach().exp()
+        r = rewards.view(paths, -1)
+        expected = (weights * r).sum(dim=0)  # (n,) E_pi[r] per input
+        advantages = r - expected
+        spread = float(self.gather((weights * advantages.square()).sum(dim=0)).mean().sqrt())
+        scale = spread + 1e-8 if self.config.normalize_advantage else 1.0
+        policy_loss = -(weights * advantages * log_probs).sum(dim=0).mean() / scale
+        entropy = (weights * trace.entropy.view(paths, -1)).sum(dim=0)  # (n,) expected entropy per input
+        loss = policy_loss - float(self.entropy_coef) * entropy.mean()
+        stats = {
+            "policy/loss": float(policy_loss.detach()),
+            "policy/entropy": float(entropy.detach().mean()),
+            "policy/reward": float(expected.mean()),
+            "policy/advantage_std": spread,
+            "policy/lam": float(self.lam),
+        }
+        if self.config.target_entropy is not None:
+            stats["policy/entropy_coef"] = float(self.entropy_coef)
+        return loss, stats, weights
 
     def loss(
         self, trace: JumpTrace, rewards: torch.Tensor, greedy_rewards: torch.Tensor | None = None

@@ -29,6 +29,7 @@ PolicyInputs = Literal["input", "state"]
 RewardKind = Literal["compute_minus_loss", "compute_minus_error", "blockdrop"]
 Baseline = Literal["none", "moving_average", "self_critical", "leave_one_out", "value"]
 Credit = Literal["path", "decision"]
+Estimator = Literal["sampled", "exact"]
 Schedule = Literal["alternate", "joint"]
 SupervisedPath = Literal["policy", "full", "random", "full_and_policy"]
 Device = Literal["auto", "cpu", "cuda"]
@@ -77,6 +78,11 @@ class AgentConfig:
     target_compute: float | None = 0.58  # set: lam adapts so the mean compute fraction approaches it
     lam_lr: float = 0.05  # target_compute: lam += lam_lr * (mean compute fraction - target) per policy step
     gamma: float = 5.0  # blockdrop: penalty for a wrong prediction
+    # sampled: REINFORCE over sampled paths (the baseline, samples and credit below); exact: every
+    # path of exact_inputs inputs per policy step is run (copies share states) and weighted by its
+    # probability, the expected gradient with no sampling noise (baseline, samples, credit unused)
+    estimator: Estimator = "sampled"
+    exact_inputs: int = 16  # exact: inputs of each policy batch whose paths all run (56 paths on the demo)
     baseline: Baseline = "leave_one_out"  # the advantage compares paths of the same input
     momentum: float = 0.9  # moving_average
     samples: int = 8  # leave_one_out: sampled paths per input (copies in the same state share their compute)
@@ -139,7 +145,7 @@ class Config:
 POSITIVE = (
     "trainer.steps trainer.batch_size trainer.lr trainer.log_every trainer.eval_batch_size agent.lr "
     "trainer.supervised_steps trainer.policy_steps trainer.checkpoint_every agent.samples "
-    "task.max_hops task.train_rows task.test_rows agent.loss_cap trainer.imitation_rows"
+    "task.max_hops task.train_rows task.test_rows agent.loss_cap trainer.imitation_rows agent.exact_inputs"
 ).split()
 NON_NEGATIVE = (
     "agent.lam agent.lam_lr agent.gamma agent.entropy_coef agent.entropy_lr agent.grad_clip trainer.grad_clip "
@@ -298,6 +304,11 @@ def validate(config: Config) -> Config:
         )
     if config.trainer.imitation_steps and config.agent.target_compute is None:
         raise ConfigError("trainer.imitation_steps: the oracle it imitates needs a budget; set agent.target_compute")
+    if config.agent.estimator == "exact" and (config.agent.explore > 0 or config.trainer.schedule == "joint"):
+        raise ConfigError(
+            "agent.estimator: exact samples no path (no exploration) and trains only the policy; set"
+            " agent.explore=0 and trainer.schedule=alternate"
+        )
     if config.agent.baseline == "leave_one_out" and config.agent.samples < 2:
         raise ConfigError(f"agent.samples: got {config.agent.samples}, leave_one_out needs >= 2")
     if config.task.data_file is not None and not Path(config.task.data_file).is_file():

@@ -28,6 +28,15 @@ def enumerate_paths(num_layers: int, max_jump: int) -> list[tuple[int, ...]]:
     return sorted(found, key=lambda p: (len(p), p))
 
 
+def count_paths(num_layers: int, max_jump: int) -> int:
+    """How many distinct paths ``enumerate_paths`` would list, without listing them."""
+    ways = [1] + [0] * (num_layers - 1)  # ways[j]: paths from layer 0 that run layer j
+    for here in range(num_layers - 1):
+        for there in {next_layer(here, action, num_layers) for action in range(max_jump + 1)}:
+            ways[there] += ways[here]
+    return ways[-1]
+
+
 def path_to_actions(path: tuple[int, ...] | list[int], num_layers: int, max_jump: int) -> torch.Tensor:
     """Actions (L - 1,) long, -1 at layers the path does not run; raises on unreachable paths."""
     path = tuple(int(i) for i in path)

@@ -51,9 +51,10 @@ class Routing:
     explore: "sample" draws from (1 - explore) * pi + explore * uniform, a floor under every
         action's probability; the trace's log-probs and entropy are the mixture's.
     samples: "sample" draws K paths per input and returns K blocks of the batch (rows ordered as
-        ``x.repeat(K, 1, 1)``). Copies of an input that made the same decisions so far hold the
-        same state, so a layer runs once for them (late in training most copies agree). This
-        needs layers that treat each row alike whatever else is in the batch (no dropout).
+        ``x.repeat(K, 1, 1)``); "imitate" runs K given paths per input (``actions`` (K * B, L - 1),
+        e.g. every path of each input). Copies of an input that made the same decisions so far
+        hold the same state, so a layer runs once for them (late in training most copies agree).
+        This needs layers that treat each row alike whatever else is in the batch (no dropout).
     """
 
     mode: RoutingMode = "sample"
@@ -96,6 +97,10 @@ class JumpTrace:
     features: torch.Tensor  # (B, D) pooled stack input, detached (input for value baselines)
     # (B, L - 1) log pi(a) of each decision, 0 where none (rows sum to log_probs); None if not from a stack
     decision_log_probs: torch.Tensor | None = None
+
+    def rows(self, index: torch.Tensor) -> JumpTrace:
+        """The trace of rows ``index`` (N,) only."""
+        return JumpTrace(**{f.name: select(getattr(self, f.name), index) for f in dataclasses.fields(self)})
 
     def paths(self) -> list[tuple[int, ...]]:
         return executed_to_paths(self.executed)
@@ -215,17 +220,17 @@ class JumpStack(nn.Module):
         if not 0.0 <= routing.explore < 1.0:
             raise ValueError(f"explore must be in [0, 1), got {routing.explore}")
         k = routing.samples
-        if not isinstance(k, int) or k < 1 or (k > 1 and routing.mode != "sample"):
+        if not isinstance(k, int) or k < 1 or (k > 1 and routing.mode not in ("sample", "imitate")):
             got = f"{k} with {routing.mode} routing"
-            raise ValueError(f"samples must be 1, or more with sample routing; got {got}")
+            raise ValueError(f"samples must be 1, or more with sample or imitate routing; got {got}")
         if not 0 <= routing.first_decision < self.num_layers:
             raise ValueError(f"first_decision must be in [0, {self.num_layers - 1}], got {routing.first_decision}")
         if routing.mode in ("fixed", "imitate"):
             a = routing.actions
-            decisions = self.num_layers - 1
-            if a is None or a.shape not in ((decisions,), (batch, decisions)):
+            decisions, rows = self.num_layers - 1, k * batch
+            if a is None or a.shape not in ((decisions,), (rows, decisions)):
                 shape = None if a is None else tuple(a.shape)
-                expected = f"({decisions},) or ({batch}, {decisions})"
+                expected = f"({decisions},) or ({rows}, {decisions})"
                 raise ValueError(f"{routing.mode} routing needs actions of shape {expected}, got {shape}")
             if a.dtype != torch.long or int(a.max()) > self.config.max_jump or int(a.min()) < -1:
                 raise ValueError(f"{routing.mode} actions must be long values in [-1, {self.config.max_jump}]")

@@ -2,7 +2,8 @@
 
     supervised  trains the network (never the policy) on the paths of a given routing
     policy      freezes the network (no network gradients are computed) and applies REINFORCE to
-                the policy, on K sampled paths per input for leave-one-out
+                the policy, on K sampled paths per input for leave-one-out (``agent.estimator:
+                exact``: on every path of a few inputs, weighted by its probability)
     joint       both from one forward pass: the network trains on the policy's sampled paths
 
 Each returns statistics to log and the trace of the forward pass it learned from. A NaN or
@@ -14,6 +15,7 @@ Under torchrun each rank computes its shard's gradients and they are averaged be
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 from collections.abc import Iterator
 
@@ -21,9 +23,11 @@ import torch
 
 from skipjump.agent import ReinforceAgent
 from skipjump.checkpoint import load_module_state
-from skipjump.config import Config
+from skipjump.config import Config, ConfigError
 from skipjump.distributed import Ranks
 from skipjump.evaluate import TASK_METRICS
+from skipjump.path_scores import MAX_PATHS
+from skipjump.paths import count_paths, enumerate_paths, path_to_actions
 from skipjump.reward import jump_reward
 from skipjump.stack import JumpTrace, Routing
 from skipjump.tasks.base import JumpModel, Task
@@ -67,6 +71,16 @@ class Updates:
             self.network_params, lr=t.lr, weight_decay=t.weight_decay, fused=True
         )
         self.policy_optimizer = torch.optim.Adam(self.policy_params, lr=a.lr, fused=True)
+        self.path_actions = None  # estimator exact: (P, L - 1) actions of every path
+        if a.estimator == "exact":
+            layers, max_jump = config.model.num_layers, config.model.max_jump
+            if count_paths(layers, max_jump) > MAX_PATHS:
+                raise ConfigError(
+                    f"agent.estimator: exact runs every path, and {layers} layers with max_jump {max_jump} have"
+                    f" {count_paths(layers, max_jump)} (at most {MAX_PATHS}); set agent.estimator=sampled"
+                )
+            paths = enumerate_paths(layers, max_jump)
+            self.path_actions = torch.stack([path_to_actions(path, layers, max_jump) for path in paths])
 
     # -- pieces ----------------------------------------------------------------------------
 
@@ -122,8 +136,33 @@ class Updates:
         self._check_local("reward", rewards)
         return loss, rewards
 
+    def _exact_policy_loss(self, inputs: torch.Tensor, targets: torch.Tensor, first_decision: int):
+        """Run every path of the batch's first ``exact_inputs`` inputs, build the exact loss:
+        (loss, stats, task loss and trace of one path per input drawn from the policy)."""
+        n = min(self.config.agent.exact_inputs, len(inputs))
+        inputs, targets = inputs[:n], targets[:n]
+        table = self.path_actions.to(inputs.device)
+        if first_decision > 0:  # the curriculum runs the next layer before it: only the paths that do
+            table = table[(table[:, :first_decision] <= 0).all(dim=1)]
+        paths = len(table)
+        with self._autocast():
+            every = Routing("imitate", actions=table.repeat_interleave(n, dim=0), first_decision=first_decision)
+            outputs, trace = self.model(inputs, dataclasses.replace(every, samples=paths))  # P blocks of n
+            task_loss, rewards = self._score(outputs, targets.repeat(paths), trace)
+        loss, stats, weights = self.agent.exact_loss(trace, rewards, paths)
+        self._check_local("policy loss", loss)
+        self.agent.adapt_lam((weights * trace.compute_fraction.view(paths, -1)).sum(dim=0))
+        self.agent.adapt_entropy_coef((weights * trace.entropy.view(paths, -1)).sum(dim=0))
+        drawn = torch.multinomial(weights.T.float(), 1).squeeze(1)  # (n,) a path per input, as sampling would
+        rows = drawn * n + torch.arange(n, device=drawn.device)
+        trace, task_loss = trace.rows(rows), task_loss.index_select(0, rows)
+        stats.update(self._task_stats("policy", outputs.index_select(0, rows), targets, task_loss, trace))
+        return loss, stats, task_loss, trace
+
     def _policy_loss(self, inputs: torch.Tensor, targets: torch.Tensor, first_decision: int, explore: float):
         """Sample paths, score them, build the REINFORCE loss: (loss, stats, task loss (K*B,), trace)."""
+        if self.path_actions is not None:
+            return self._exact_policy_loss(inputs, targets, first_decision)
         k = self.agent.samples_per_input
         repeated_targets = targets.repeat(k)
         with self._autocast():

@@ -1,9 +1,11 @@
 import pytest
 import torch
+from conftest import tiny_stack
 
 from skipjump import JumpStack, Routing, StackConfig
 from skipjump.agent import ReinforceAgent, decision_advantages
 from skipjump.config import AgentConfig
+from skipjump.paths import enumerate_paths, path_to_actions
 from skipjump.reward import jump_reward
 from skipjump.stack import JumpTrace
 
@@ -231,3 +233,49 @@ def test_an_entropy_target_keeps_the_policy_exploring():
     learn(**budget, target_entropy=0.4, entropy_lr=0.1)
     assert 0.25 <= learn.entropy <= 0.75
     assert 0.5 <= learn.compute <= 0.7
+
+
+@pytest.mark.parametrize("first_decision", [0, 2])
+def test_the_exact_loss_is_the_gradient_of_the_expected_reward_over_every_path(first_decision):
+    stack = tiny_stack(num_layers=6, max_jump=2)
+    table = torch.stack([path_to_actions(path, 6, 2) for path in enumerate_paths(6, 2)])
+    table = table[(table[:, :first_decision] <= 0).all(dim=1)]  # what the curriculum leaves (as Updates does)
+    paths, x = len(table), torch.randn(4, 3, 16, dtype=torch.float64)
+    every = Routing("imitate", actions=table.repeat_interleave(4, dim=0), samples=paths, first_decision=first_decision)
+    _, trace = stack(x, routing=every)
+    probs = trace.log_probs.view(paths, 4).exp()
+    torch.testing.assert_close(probs.sum(dim=0), torch.ones(4, dtype=torch.float64))  # every outcome, once
+    rewards = torch.randn(paths * 4, dtype=torch.float64)
+    agent = ReinforceAgent(AgentConfig(estimator="exact", entropy_coef=0.0), dims=16)
+    loss, stats, weights = agent.exact_loss(trace, rewards, paths)
+    params = list(stack.policy.parameters())
+    grads = torch.autograd.grad(loss, params, retain_graph=True)
+    r = rewards.view(paths, 4)
+    expected = (probs * r).sum(dim=0)  # E_pi[r] per input, differentiated directly
+    scale = (probs.detach() * (r - expected.detach()).square()).sum(dim=0).mean().sqrt()
+    for g, reference in zip(grads, torch.autograd.grad(-expected.mean() / scale, params)):
+        torch.testing.assert_close(g, reference)
+    assert stats["policy/reward"] == pytest.approx(float(expected.detach().mean()))
+    torch.testing.assert_close(weights, probs.detach())
+
+
+def test_the_exact_estimator_learns_where_the_best_path_is_rare():
+    # Only the all-longest-jumps path is rewarded. A near-greedy policy that rarely samples it
+    # learns slowly from 4 samples; the exact loss sees it on every input from the first step.
+    torch.manual_seed(0)
+    stack = JumpStack(StackConfig(dims=8, num_layers=6, max_jump=2, heads=2, memory_slots=4, policy_hidden=16))
+    with torch.no_grad():
+        stack.policy.net[-1].bias.copy_(torch.tensor([4.0, 0.0, 0.0]))  # jumps sampled ~2% of the time
+    table = torch.stack([path_to_actions(path, 6, 2) for path in enumerate_paths(6, 2)])
+    agent = ReinforceAgent(AgentConfig(estimator="exact", entropy_coef=0.0, target_compute=None), dims=8)
+    optimizer = torch.optim.Adam(stack.policy.parameters(), lr=0.05)
+    x = torch.randn(8, 4, 8)
+    for _ in range(40):
+        _, trace = stack(x, routing=Routing("imitate", actions=table.repeat_interleave(8, dim=0), samples=len(table)))
+        rewards = (trace.layers_executed == 3).double()  # the shortest paths run 3 layers
+        loss, _, _ = agent.exact_loss(trace, rewards, len(table))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    _, trace = stack(x, routing=Routing("greedy"))
+    assert (trace.layers_executed == 3).all()

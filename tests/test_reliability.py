@@ -64,6 +64,8 @@ BAD_CONFIGS = [
     (["model.gate_threshold=5"], "model.gate_threshold: got 5.0, must be in [0, 1]"),
     (["task.patch=3"], "task.patch: got 3, allowed: 1, 2, 4, 8"),
     (["trainer=3"], "trainer: expected a mapping of keys, got 3"),
+    (["agent.estimator=exact", "agent.explore=0.1"], "agent.estimator: exact samples no path (no exploration)"),
+    (["agent.estimator=exact", "model.num_layers=12"], "12 layers with max_jump 3 have 773 (at most 256)"),
 ]
 
 

@@ -149,6 +149,24 @@ def test_sampled_copies_of_an_input_run_a_layer_once_until_they_decide_different
     assert trace.unique_paths() > 5  # the check above saw copies that parted
 
 
+def test_every_path_of_an_input_runs_each_distinct_state_once():
+    stack = make_stack(num_layers=8, max_jump=3)
+    x = torch.randn(3, 3, 16, dtype=torch.float64)
+    paths = enumerate_paths(8, 3)
+    actions = torch.stack([path_to_actions(path, 8, 3) for path in paths]).repeat_interleave(3, dim=0)
+    rows_seen = {}
+    for i, layer in enumerate(stack.layers):
+        layer.register_forward_pre_hook(lambda m, args, i=i: rows_seen.__setitem__(i, args[0].shape[0]))
+    out, trace = stack(x, routing=Routing("imitate", actions=actions, samples=len(paths)))
+    seen = dict(rows_seen)
+    apart_out, apart_trace = stack(x.repeat(len(paths), 1, 1), routing=Routing("imitate", actions=actions))
+    torch.testing.assert_close(out, apart_out)
+    torch.testing.assert_close(trace.log_probs, apart_trace.log_probs)
+    assert trace.paths() == [path for path in paths for _ in range(3)]  # block p runs path p
+    prefixes = [{path[: path.index(i)] for path in paths if i in path} for i in range(8)]
+    assert [seen[i] for i in range(8)] == [3 * len(p) for p in prefixes]  # 1, 1, 2, 4, 8, 15, 29, 56 per input
+
+
 def test_jump_arithmetic_and_compute_fraction_of_a_fixed_path():
     stack = make_stack()
     x = torch.randn(2, 5, 16, dtype=torch.float64)
@@ -270,7 +288,7 @@ def test_bad_routing_raises():
         stack(x, routing=Routing("random", p=1.5))
     with pytest.raises(ValueError, match="explore must be in"):
         stack(x, routing=Routing("sample", explore=1.0))
-    with pytest.raises(ValueError, match="samples must be 1, or more with sample routing; got 2 with greedy"):
+    with pytest.raises(ValueError, match="samples must be 1, or more with sample or imitate routing; got 2 with gre"):
         stack(x, routing=Routing("greedy", samples=2))
 
 

@@ -50,6 +50,22 @@ def test_policy_steps_leave_the_network_untouched_and_compute_no_network_gradien
     assert trace.actions.shape[0] == 16 * paths
 
 
+def test_an_exact_policy_step_runs_every_path_of_its_first_inputs_and_moves_lam_by_their_expected_compute():
+    updates = make_trainer("agent.estimator=exact", "agent.exact_inputs=4", "agent.lam_lr=1.0").updates
+    policy, network = snapshot(updates.policy_params), snapshot(updates.network_params)
+    inputs, targets = updates.task.train.inputs[:16], updates.task.train.targets[:16]
+    routed = []
+    updates.model.head.register_forward_hook(lambda module, args, out: routed.append(out.shape[0]))
+    lam = float(updates.agent.lam)
+    stats, trace = updates.policy(inputs, targets)
+    assert routed == [4 * 4]  # the tiny stack's 4 paths, for each of the first 4 inputs
+    assert changed(policy, updates.policy_params) and not changed(network, updates.network_params)
+    assert trace.actions.shape[0] == 4  # one path per input, drawn from the policy, for the logs
+    assert 0 < stats["policy/entropy"] < 1.1 and stats["policy/unique_paths"] <= 4
+    # dual ascent by the policy's expected compute (a full-depth path costs more than the target)
+    assert float(updates.agent.lam) != pytest.approx(lam)
+
+
 def test_policy_holdout_keeps_policy_rows_away_from_supervised_steps(monkeypatch):
     trainer = make_trainer("trainer.policy_holdout=0.25", "trainer.warmup_steps=2")
     schedule = trainer.schedule
