@@ -12,7 +12,7 @@ from conftest import tiny_trainer as make_trainer
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from skipjump.evaluate import TASK_METRICS, run_path
-from skipjump.runs import load_run
+from skipjump.runs import load_run, load_trained
 from skipjump.stack import Routing
 
 
@@ -229,3 +229,21 @@ def test_path_study_and_depth_report_read_a_run_directory(tmp_path):
     n = len(trace["label"])  # printed means are rounded: 2 decimals per label, 4 per depth
     assert (by_label[:, 1] * by_label[:, 2]).sum() == pytest.approx(trace["layers_executed"].sum(), abs=0.005 * n)
     assert (by_depth[:, 1] * by_depth[:, 2]).sum() == pytest.approx(trace["correct"].sum(), abs=0.00005 * n)
+
+
+def test_policy_rows_gap_reproduces_the_runs_test_evaluation_and_adds_the_policys_rows(tmp_path, capsys):
+    import policy_rows_gap
+
+    run_dir = run_train(tmp_path, "run")
+    (_, policy_split, policy_n, *_), (_, test_split, test_n, greedy, *_, compute, gap) = policy_rows_gap.rows_of(
+        str(run_dir)
+    )
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert (policy_split, test_split, test_n) == ("policy rows", "test", len(load_run(run_dir)[1].test))
+    assert policy_n == len(load_trained(run_dir)[0].policy_split) > 0  # the held-out training rows
+    assert greedy == pytest.approx(summary["greedy"]["accuracy"])
+    assert compute == pytest.approx(summary["greedy"]["compute_fraction"])
+    expected_gap = summary["greedy"]["gap_closed"]
+    assert gap is None if expected_gap is None else gap == pytest.approx(expected_gap)
+    assert policy_rows_gap.main([str(run_dir), str(tmp_path / "missing")]) == 2
+    assert "error: " in capsys.readouterr().err
