@@ -66,6 +66,7 @@ class StackConfig:
     policy_inputs: PolicyInputs = "state"  # state: the pooled hidden state at each decision; input: the seed's
     policy_hidden: int = 128  # hidden units of the policy MLP
     policy_confidence: bool = False  # state policy: also read the task head's confidence on the current state
+    policy_state: bool = True  # state policy: read the pooled state (false: only the layer, and the confidence)
 
 
 @dataclass
@@ -171,6 +172,8 @@ def check_stack(c: StackConfig, prefix: str = "") -> None:
     if not 0 <= c.gate_threshold <= 1:
         raise ConfigError(f"{prefix}gate_threshold: got {c.gate_threshold!r}, must be in [0, 1]")
     _check_choice(f"{prefix}policy_inputs", c.policy_inputs, PolicyInputs)
+    if not c.policy_state and c.policy_inputs != "state":
+        raise ConfigError(f"{prefix}policy_state: false needs {prefix}policy_inputs=state (one decision per layer)")
     if c.policy_confidence and c.policy_inputs != "state":
         raise ConfigError(f"{prefix}policy_confidence: needs {prefix}policy_inputs=state (one decision per layer)")
 

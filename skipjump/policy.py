@@ -15,7 +15,9 @@ class JumpPolicy(nn.Module):
         stack input and reused at every decision (``layer`` is ignored).
     inputs="state": computed at each decision from the pooled current hidden state plus a
         learned embedding of the layer that just ran, and ``extra`` (N, E) features when given
-        (the task head's confidence on the current state: see ``JumpModel.probe``).
+        (the task head's confidence on the current state: see ``JumpModel.probe``). With
+        ``read_state=False`` the pooled state is not read: only the layer and ``extra``, so there
+        is nothing about an input to memorise but what the head makes of it.
     """
 
     def __init__(
@@ -26,15 +28,18 @@ class JumpPolicy(nn.Module):
         hidden: int = 128,
         inputs: PolicyInputs = "state",
         extra: int = 0,
+        read_state: bool = True,
     ) -> None:
         super().__init__()
-        self.inputs, self.extra = inputs, extra
+        self.inputs, self.extra, self.read_state = inputs, extra, read_state
         self.layer_embedding = nn.Embedding(num_layers, dims) if inputs == "state" else None
         if self.layer_embedding is not None:
             nn.init.zeros_(self.layer_embedding.weight)
         self.net = nn.Sequential(nn.Linear(dims + extra, hidden), nn.SiLU(), nn.Linear(hidden, max_jump + 1))
 
     def forward(self, features: torch.Tensor, layer: int = 0, extra: torch.Tensor | None = None) -> torch.Tensor:
+        if not self.read_state:
+            features = torch.zeros_like(features)
         if self.layer_embedding is not None:
             features = features + self.layer_embedding.weight[layer]
         if extra is not None:

@@ -194,7 +194,9 @@ class JumpStack(nn.Module):
         extra = PROBE_FEATURES if c.policy_confidence else 0
         with torch.random.fork_rng(devices=[]):  # a CPU stream of its own: the network's weights do
             torch.default_generator.manual_seed(torch.initial_seed() + 1)  # not depend on the policy
-            self.policy = JumpPolicy(c.dims, c.num_layers, c.max_jump, c.policy_hidden, c.policy_inputs, extra)
+            self.policy = JumpPolicy(
+                c.dims, c.num_layers, c.max_jump, c.policy_hidden, c.policy_inputs, extra, c.policy_state
+            )
         self.register_buffer("last_loss", torch.tensor(float("nan")))
         self._flops_cache: dict = {}  # tokens -> (L,) FLOPs; (tokens, device, dtype) -> the same, there
 

@@ -139,6 +139,16 @@ def test_confidence_probe_feeds_the_policy_and_is_charged():
         from_dict({}, ["model.policy_confidence=true", "model.policy_inputs=input"])
 
 
+def test_a_policy_without_the_state_reads_only_the_layer_and_the_heads_confidence():
+    policy = tiny_trainer("model.policy_state=false", "model.policy_confidence=true").model.stack.policy
+    states, confidence = torch.randn(2, 16), torch.tensor([[0.9, 0.1], [0.3, 0.8]])
+    same = policy(states, 1, confidence[:1].expand(2, -1))
+    torch.testing.assert_close(same[0], same[1])  # two different states, one confidence: one decision
+    assert not torch.allclose(policy(states, 1, confidence)[0], policy(states, 1, confidence)[1])
+    with pytest.raises(ConfigError, match="policy_state: false needs model.policy_inputs=state"):
+        from_dict({}, ["model.policy_state=false", "model.policy_inputs=input"])
+
+
 def test_a_short_khop_run_writes_the_difficulty_fields(tmp_path, capsys):
     import depth_report
     import path_study
