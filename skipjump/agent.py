@@ -160,16 +160,22 @@ class ReinforceAgent(nn.Module):
         policy_loss = -(weights * advantages * log_probs).sum(dim=0).mean() / scale
         entropy = (weights * trace.entropy.view(paths, -1)).sum(dim=0)  # (n,) expected entropy per input
         loss = policy_loss - float(self.entropy_coef) * entropy.mean()
+        return loss, self._stats(policy_loss, entropy.mean(), expected, spread), weights
+
+    def _stats(
+        self, policy_loss: torch.Tensor, entropy: torch.Tensor, rewards: torch.Tensor, spread: float
+    ) -> dict[str, float]:
+        """What a policy step logs: its loss, the mean entropy and reward, the advantages' raw spread."""
         stats = {
             "policy/loss": float(policy_loss.detach()),
-            "policy/entropy": float(entropy.detach().mean()),
-            "policy/reward": float(expected.mean()),
+            "policy/entropy": float(entropy.detach()),
+            "policy/reward": float(rewards.mean()),
             "policy/advantage_std": spread,
             "policy/lam": float(self.lam),
         }
         if self.config.target_entropy is not None:
             stats["policy/entropy_coef"] = float(self.entropy_coef)
-        return loss, stats, weights
+        return stats
 
     def loss(
         self, trace: JumpTrace, rewards: torch.Tensor, greedy_rewards: torch.Tensor | None = None
@@ -194,15 +200,7 @@ class ReinforceAgent(nn.Module):
         loss = policy_loss - float(self.entropy_coef) * entropy  # a value: adapting it must not touch the graph
         if value_loss is not None:
             loss = loss + value_loss
-        stats = {
-            "policy/loss": float(policy_loss.detach()),
-            "policy/entropy": float(entropy.detach()),
-            "policy/reward": float(rewards.mean()),
-            "policy/advantage_std": spread,
-            "policy/lam": float(self.lam),
-        }
-        if self.config.target_entropy is not None:
-            stats["policy/entropy_coef"] = float(self.entropy_coef)
+        stats = self._stats(policy_loss, entropy, rewards, spread)
         if value_loss is not None:
             stats["policy/value_loss"] = float(value_loss.detach())
         return loss, stats

@@ -23,7 +23,7 @@ from skipjump.path_scores import (
     score_paths,
     static_path,
 )
-from skipjump.paths import next_layer, path_to_actions
+from skipjump.paths import next_layer, path_to_actions, paths_to_actions
 from skipjump.stack import JumpStack, Routing, count_unique_rows
 from skipjump.tasks.base import JumpModel, Split, Task
 
@@ -123,7 +123,7 @@ def from_assignment(
     masks = np.zeros((len(paths), stack.num_layers), dtype=bool)
     for i, path in enumerate(paths):
         masks[i, list(path)] = True
-    actions = torch.stack([path_to_actions(p, stack.num_layers, stack.config.max_jump) for p in paths]).numpy()
+    actions = paths_to_actions(paths, stack.num_layers, stack.config.max_jump).numpy()
     executed = masks[choice]
     summary = {
         "accuracy": float(correct.mean()),

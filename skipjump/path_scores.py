@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from skipjump.paths import enumerate_paths, path_to_actions
+from skipjump.paths import enumerate_paths, path_to_actions, paths_to_actions
 from skipjump.stack import Routing
 from skipjump.tasks.base import JumpModel, Split, Task
 
@@ -150,5 +150,5 @@ def oracle_actions(
     paths, searched = candidate_paths(stack.num_layers, stack.config.max_jump, seed=seed)
     scores = score_paths(model, task, split, paths, searched, batch_size)
     choice = oracle_assignment(dataclasses.replace(scores, correct=scores.loss <= math.log(2.0)), budget)
-    table = torch.stack([path_to_actions(path, stack.num_layers, stack.config.max_jump) for path in paths])
+    table = paths_to_actions(paths, stack.num_layers, stack.config.max_jump)
     return table[torch.from_numpy(choice)]

@@ -51,6 +51,11 @@ def path_to_actions(path: tuple[int, ...] | list[int], num_layers: int, max_jump
     return actions
 
 
+def paths_to_actions(paths: list[tuple[int, ...]], num_layers: int, max_jump: int) -> torch.Tensor:
+    """Actions (P, L - 1) of P paths, one row per path (see ``path_to_actions``)."""
+    return torch.stack([path_to_actions(path, num_layers, max_jump) for path in paths])
+
+
 def executed_to_paths(executed: torch.Tensor) -> list[tuple[int, ...]]:
     """Executed mask (B, L) bool -> one path tuple per sample."""
     return [tuple(torch.nonzero(row).flatten().tolist()) for row in executed]

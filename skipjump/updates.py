@@ -15,7 +15,6 @@ Under torchrun each rank computes its shard's gradients and they are averaged be
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import math
 from collections.abc import Iterator
 
@@ -27,7 +26,7 @@ from skipjump.config import Config, ConfigError
 from skipjump.distributed import Ranks
 from skipjump.evaluate import TASK_METRICS
 from skipjump.path_scores import MAX_PATHS
-from skipjump.paths import count_paths, enumerate_paths, path_to_actions
+from skipjump.paths import count_paths, enumerate_paths, paths_to_actions
 from skipjump.reward import jump_reward
 from skipjump.stack import JumpTrace, Routing
 from skipjump.tasks.base import JumpModel, Task
@@ -74,13 +73,13 @@ class Updates:
         self.path_actions = None  # estimator exact: (P, L - 1) actions of every path
         if a.estimator == "exact":
             layers, max_jump = config.model.num_layers, config.model.max_jump
-            if count_paths(layers, max_jump) > MAX_PATHS:
+            count = count_paths(layers, max_jump)
+            if count > MAX_PATHS:
                 raise ConfigError(
                     f"agent.estimator: exact runs every path, and {layers} layers with max_jump {max_jump} have"
-                    f" {count_paths(layers, max_jump)} (at most {MAX_PATHS}); set agent.estimator=sampled"
+                    f" {count} (at most {MAX_PATHS}); set agent.estimator=sampled"
                 )
-            paths = enumerate_paths(layers, max_jump)
-            self.path_actions = torch.stack([path_to_actions(path, layers, max_jump) for path in paths])
+            self.path_actions = paths_to_actions(enumerate_paths(layers, max_jump), layers, max_jump)
 
     # -- pieces ----------------------------------------------------------------------------
 
@@ -146,8 +145,9 @@ class Updates:
             table = table[(table[:, :first_decision] <= 0).all(dim=1)]
         paths = len(table)
         with self._autocast():
-            every = Routing("imitate", actions=table.repeat_interleave(n, dim=0), first_decision=first_decision)
-            outputs, trace = self.model(inputs, dataclasses.replace(every, samples=paths))  # P blocks of n
+            actions = table.repeat_interleave(n, dim=0)
+            every = Routing("imitate", actions=actions, first_decision=first_decision, samples=paths)
+            outputs, trace = self.model(inputs, every)  # P blocks of the n inputs
             task_loss, rewards = self._score(outputs, targets.repeat(paths), trace)
         loss, stats, weights = self.agent.exact_loss(trace, rewards, paths)
         self._check_local("policy loss", loss)

@@ -5,7 +5,7 @@ from conftest import tiny_stack
 from skipjump import JumpStack, Routing, StackConfig
 from skipjump.agent import ReinforceAgent, decision_advantages
 from skipjump.config import AgentConfig
-from skipjump.paths import enumerate_paths, path_to_actions
+from skipjump.paths import enumerate_paths, paths_to_actions
 from skipjump.reward import jump_reward
 from skipjump.stack import JumpTrace
 
@@ -238,7 +238,7 @@ def test_an_entropy_target_keeps_the_policy_exploring():
 @pytest.mark.parametrize("first_decision", [0, 2])
 def test_the_exact_loss_is_the_gradient_of_the_expected_reward_over_every_path(first_decision):
     stack = tiny_stack(num_layers=6, max_jump=2)
-    table = torch.stack([path_to_actions(path, 6, 2) for path in enumerate_paths(6, 2)])
+    table = paths_to_actions(enumerate_paths(6, 2), 6, 2)
     table = table[(table[:, :first_decision] <= 0).all(dim=1)]  # what the curriculum leaves (as Updates does)
     paths, x = len(table), torch.randn(4, 3, 16, dtype=torch.float64)
     every = Routing("imitate", actions=table.repeat_interleave(4, dim=0), samples=paths, first_decision=first_decision)
@@ -266,7 +266,7 @@ def test_the_exact_estimator_learns_where_the_best_path_is_rare():
     stack = JumpStack(StackConfig(dims=8, num_layers=6, max_jump=2, heads=2, memory_slots=4, policy_hidden=16))
     with torch.no_grad():
         stack.policy.net[-1].bias.copy_(torch.tensor([4.0, 0.0, 0.0]))  # jumps sampled ~2% of the time
-    table = torch.stack([path_to_actions(path, 6, 2) for path in enumerate_paths(6, 2)])
+    table = paths_to_actions(enumerate_paths(6, 2), 6, 2)
     agent = ReinforceAgent(AgentConfig(estimator="exact", entropy_coef=0.0, target_compute=None), dims=8)
     optimizer = torch.optim.Adam(stack.policy.parameters(), lr=0.05)
     x = torch.randn(8, 4, 8)

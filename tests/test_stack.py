@@ -15,6 +15,7 @@ from skipjump import (
     skip_layer,
     straight_through_threshold,
 )
+from skipjump.paths import paths_to_actions
 
 make_stack = tiny_stack  # 6 layers, max_jump 2, float64
 
@@ -153,7 +154,7 @@ def test_every_path_of_an_input_runs_each_distinct_state_once():
     stack = make_stack(num_layers=8, max_jump=3)
     x = torch.randn(3, 3, 16, dtype=torch.float64)
     paths = enumerate_paths(8, 3)
-    actions = torch.stack([path_to_actions(path, 8, 3) for path in paths]).repeat_interleave(3, dim=0)
+    actions = paths_to_actions(paths, 8, 3).repeat_interleave(3, dim=0)
     rows_seen = {}
     for i, layer in enumerate(stack.layers):
         layer.register_forward_pre_hook(lambda m, args, i=i: rows_seen.__setitem__(i, args[0].shape[0]))
