@@ -7,20 +7,25 @@ Builds the run as train.py would (no run directory; with ``--run``, a trained ru
 last weights instead, as the policy is at the end of training), warms up, then profiles
 ``--steps`` supervised steps and ``--steps`` policy steps (the alternating phase's two kinds) and
 prints, for each, the wall-clock milliseconds per step and the part inside the stack's layers,
-the time inside ``backward``, and the operators with the most self time. Issue 8 asked what
+the time inside ``backward``, and the operators with the most self time; for full-depth
+supervised steps also their matmul FLOPs per second beside what one product of the same shapes
+reaches alone (how much of the step is arithmetic, how much per-operation overhead). Issue 8 asked what
 bounds the demo's training time; this is the answer's source.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import time
 from pathlib import Path
 
+import torch
 from torch.profiler import profile
 
 from skipjump.config import load
+from skipjump.evaluate import sequence_length
 from skipjump.provenance import header
 from skipjump.runs import load_trained
 from skipjump.trainer import Trainer, build
@@ -58,7 +63,33 @@ def layer_seconds(trainer: Trainer, step: int, count: int) -> float:
     return statistics.median(per_step)
 
 
+def matmul_gflops(rows: int, dims: int, repeats: int = 50) -> float:
+    """GFLOP/s of one (rows, D) @ (D, 3D) product alone (the layers' widest), the best of ``repeats``."""
+    a, b = torch.randn(rows, dims), torch.randn(dims, 3 * dims)
+    best = math.inf
+    for _ in range(repeats):
+        started = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - started)
+    return 2 * rows * dims * 3 * dims / best / 1e9
+
+
+def arithmetic(trainer: Trainer, seconds: float) -> str:
+    """How far a full-depth supervised step runs from matmul speed: its FLOPs (the stack's matmuls,
+    forward, and twice that for the backward) over its time, beside one product of its shapes."""
+    model, batch = trainer.model, trainer.config.trainer.batch_size
+    tokens = sequence_length(model, trainer.task.train)
+    flops = 3 * batch * model.stack.full_depth_flops(tokens)
+    rate = matmul_gflops(batch * tokens, model.stack.config.dims)
+    return (
+        f"matrix products: {flops / 1e9:.2f} GFLOP per step, so {flops / seconds / 1e9:.0f} GFLOP/s;"
+        f" a ({batch * tokens} x {model.stack.config.dims}) @ ({model.stack.config.dims} x"
+        f" {3 * model.stack.config.dims}) product alone runs at {rate:.0f} GFLOP/s here"
+    )
+
+
 def report(trainer: Trainer, name: str, step: int, steps: int, rows: int) -> str:
+    full_depth = trainer.config.trainer.supervised_path == "full"
     timed_steps(trainer, step, 5)  # warm-up: allocator, optimiser state
     wall = timed_steps(trainer, step, steps)
     in_layers = layer_seconds(trainer, step, steps)
@@ -70,6 +101,7 @@ def report(trainer: Trainer, name: str, step: int, steps: int, rows: int) -> str
         f"\n## {name} steps: {1e3 * statistics.median(wall):.1f} ms per step (median of {steps}, unprofiled)",
         f"in the stack's layers (forward): {1e3 * in_layers:.1f} ms per step (median of {steps})",
         f"backward pass: {backward / 1e3 / steps:.1f} ms per step (profiled)",
+        *([arithmetic(trainer, statistics.median(wall))] if name == "supervised" and full_depth else []),
         averages.table(sort_by="self_cpu_time_total", row_limit=rows),
     ]
     return "\n".join(lines)

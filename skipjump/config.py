@@ -67,6 +67,7 @@ class StackConfig:
     policy_hidden: int = 128  # hidden units of the policy MLP
     policy_confidence: bool = False  # state policy: also read the task head's confidence on the current state
     policy_state: bool = True  # state policy: read the pooled state (false: only the layer, and the confidence)
+    policy_dropout: float = 0.0  # dropout on the pooled state the policy reads, in training (held-out rows are few)
 
 
 @dataclass
@@ -121,6 +122,9 @@ class TrainerConfig:
     supervised_path: SupervisedPath = "full"
     random_p: float = 0.3  # supervised_path=random: jump probability per decision
     policy_holdout: float = 0.25  # fraction of the training split kept for policy steps (else every loss is ~0)
+    # > 0: each policy row is replaced, with this probability, by a copy shifted one pixel (digits only): the
+    # policy then cannot memorise which path a held-out row happens to get right
+    policy_augment: float = 0.0
     imitation_steps: int = 0  # > 0: the policy first imitates the oracle's paths on held-out rows (see trainer.py)
     imitation_rows: int = 2048  # rows whose oracle paths are imitated (every path is scored on each)
     curriculum_steps: int = 0  # > 0: policy steps per decision unlocked, last layer first
@@ -131,6 +135,9 @@ class TrainerConfig:
     checkpoint_every: int = 500
     eval_batch_size: int = 512
     device: Device = "auto"  # auto: the GPU when CUDA is present (one per rank under torchrun), else the CPU
+    # compile each layer for the full-depth supervised steps (torch.compile: a one-off ~10 s, then faster steps;
+    # on the CPU it needs a C++ compiler); the routed passes, whose row counts vary per layer, stay eager
+    compile: bool = False
     precision: Precision = "float32"  # bf16: training forward passes under bfloat16 autocast (evaluation stays float32)
 
 
@@ -153,7 +160,7 @@ NON_NEGATIVE = (
     "trainer.weight_decay trainer.warmup_steps trainer.imitation_steps trainer.curriculum_steps trainer.threshold_lr "
     "trainer.eval_every seed"
 ).split()
-UNIT_INTERVAL = ("agent.momentum", "trainer.random_p")
+UNIT_INTERVAL = ("agent.momentum", "trainer.random_p", "trainer.policy_augment")
 
 
 def check_stack(c: StackConfig, prefix: str = "") -> None:
@@ -172,6 +179,8 @@ def check_stack(c: StackConfig, prefix: str = "") -> None:
     if not 0 <= c.gate_threshold <= 1:
         raise ConfigError(f"{prefix}gate_threshold: got {c.gate_threshold!r}, must be in [0, 1]")
     _check_choice(f"{prefix}policy_inputs", c.policy_inputs, PolicyInputs)
+    if not 0 <= c.policy_dropout < 1:
+        raise ConfigError(f"{prefix}policy_dropout: got {c.policy_dropout!r}, must be in [0, 1)")
     if not c.policy_state and c.policy_inputs != "state":
         raise ConfigError(f"{prefix}policy_state: false needs {prefix}policy_inputs=state (one decision per layer)")
     if c.policy_confidence and c.policy_inputs != "state":
@@ -311,6 +320,11 @@ def validate(config: Config) -> Config:
         raise ConfigError(
             "agent.estimator: exact samples no path (no exploration) and trains only the policy; set"
             " agent.explore=0 and trainer.schedule=alternate"
+        )
+    if config.agent.estimator == "exact" and config.model.policy_dropout > 0:
+        raise ConfigError(
+            "model.policy_dropout: the exact estimator weighs paths by probabilities that dropout would make"
+            " differ per copy; set it to 0"
         )
     if config.agent.baseline == "leave_one_out" and config.agent.samples < 2:
         raise ConfigError(f"agent.samples: got {config.agent.samples}, leave_one_out needs >= 2")

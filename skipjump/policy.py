@@ -18,6 +18,7 @@ class JumpPolicy(nn.Module):
         (the task head's confidence on the current state: see ``JumpModel.probe``). With
         ``read_state=False`` the pooled state is not read: only the layer and ``extra``, so there
         is nothing about an input to memorise but what the head makes of it.
+    dropout: on the features (the pooled state or input), in training mode only.
     """
 
     def __init__(
@@ -29,9 +30,11 @@ class JumpPolicy(nn.Module):
         inputs: PolicyInputs = "state",
         extra: int = 0,
         read_state: bool = True,
+        dropout: float = 0.0,
     ) -> None:
         super().__init__()
         self.inputs, self.extra, self.read_state = inputs, extra, read_state
+        self.dropout = nn.Dropout(dropout)
         self.layer_embedding = nn.Embedding(num_layers, dims) if inputs == "state" else None
         if self.layer_embedding is not None:
             nn.init.zeros_(self.layer_embedding.weight)
@@ -40,6 +43,7 @@ class JumpPolicy(nn.Module):
     def forward(self, features: torch.Tensor, layer: int = 0, extra: torch.Tensor | None = None) -> torch.Tensor:
         if not self.read_state:
             features = torch.zeros_like(features)
+        features = self.dropout(features)
         if self.layer_embedding is not None:
             features = features + self.layer_embedding.weight[layer]
         if extra is not None:

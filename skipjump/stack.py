@@ -195,10 +195,26 @@ class JumpStack(nn.Module):
         with torch.random.fork_rng(devices=[]):  # a CPU stream of its own: the network's weights do
             torch.default_generator.manual_seed(torch.initial_seed() + 1)  # not depend on the policy
             self.policy = JumpPolicy(
-                c.dims, c.num_layers, c.max_jump, c.policy_hidden, c.policy_inputs, extra, c.policy_state
+                c.dims,
+                c.num_layers,
+                c.max_jump,
+                c.policy_hidden,
+                c.policy_inputs,
+                extra,
+                c.policy_state,
+                c.policy_dropout,
             )
         self.register_buffer("last_loss", torch.tensor(float("nan")))
         self._flops_cache: dict = {}  # tokens -> (L,) FLOPs; (tokens, device, dtype) -> the same, there
+        self.compiled_layers: list[Callable] = []  # compile_full_depth: each layer compiled, for full-depth training
+
+    def compile_full_depth(self) -> None:
+        """Compile each layer (torch.compile, fixed shapes) for the passes that train at full depth.
+
+        Only those: every row runs every layer there, so the shapes never change, while routed
+        passes gather a different number of rows at each layer and would recompile without end.
+        The compiled layers share the layers' parameters; they are not submodules (no state)."""
+        self.compiled_layers = [torch.compile(layer, dynamic=False) for layer in self.layers]
 
     @property
     def num_layers(self) -> int:
@@ -341,7 +357,8 @@ class JumpStack(nn.Module):
         # twin[r]: the first row in the same state as row r (a copy of its input that decided alike so far)
         twin = torch.arange(b, device=device) % (b // copies) if copies > 1 else None
 
-        for i, layer in enumerate(self.layers):
+        compiled = self.compiled_layers if routing.mode == "full" and torch.is_grad_enabled() else []
+        for i, layer in enumerate(compiled or self.layers):
             if routing.mode == "full":  # every row runs every layer: no need to look
                 rows = all_rows
             else:

@@ -44,12 +44,16 @@ class Trainer:
         t = config.trainer
         self.global_batch = t.batch_size * self.ranks.world
         self.schedule = Schedule(t, len(task.train), model.stack.num_layers, config.seed, self.global_batch)
+        if t.policy_augment > 0 and type(task).augment is Task.augment:
+            raise ConfigError(f"trainer.policy_augment: task {task.name!r} defines no augmentation; set it to 0")
         smallest = min(len(self.schedule.network_rows), len(self.schedule.policy_rows))
         if self.ranks.world > 1 and not task.generated and self.global_batch > smallest:
             raise ConfigError(
                 f"trainer.batch_size: {t.batch_size} rows x {self.ranks.world} ranks exceeds the {smallest} training"
                 " rows a step draws from; lower it"
             )
+        if t.compile:
+            compile_layers(model, self.ranks.device)
         self.step = 0
         self.policy_updates = 0
         self.signal_received: int | None = None  # set by stop_on_signals' handler, on this rank only
@@ -81,6 +85,8 @@ class Trainer:
             batch = self.task.draw(self.global_batch, self.step)
         else:
             batch = self.task.train.rows(self.schedule.next_rows(phase))
+        if phase == "policy" and self.config.trainer.policy_augment > 0:
+            batch = Split(self.task.augment(batch.inputs, self.config.trainer.policy_augment), batch.targets)
         shard = self.ranks.shard(len(batch))
         inputs, targets = (z[shard].to(self.ranks.device) for z in (batch.inputs, batch.targets))
         routing = self.schedule.supervised_routing(self.policy_updates)
@@ -186,6 +192,20 @@ class Trainer:
             raise CheckpointError(f"{path}: malformed checkpoint ({type(error).__name__}: {detail})") from None
         self.step, self.policy_updates = state["step"], state["policy_updates"]
         self.ranks.seed_paths(self.config.seed, self.step)  # the checkpoint holds rank 0's stream only
+
+
+def compile_layers(model: JumpModel, device: torch.device) -> None:
+    """``trainer.compile``: compile the stack's layers for full-depth steps, or say what is missing."""
+    if device.type == "cpu":
+        from torch._inductor import cpp_builder, exc
+
+        try:
+            cpp_builder.get_cpp_compiler()
+        except exc.InvalidCxxCompiler:
+            raise ConfigError(
+                "trainer.compile: torch.compile finds no working C++ compiler (g++, or $CXX); set it false"
+            ) from None
+    model.stack.compile_full_depth()
 
 
 def build(config: Config, monitor: Monitor | None = None, ranks: Ranks | None = None) -> Trainer:

@@ -2,6 +2,7 @@ import json
 import subprocess
 import sys
 
+import bench_compile
 import bench_run
 import bench_sampling
 import bench_speed
@@ -157,7 +158,21 @@ def test_profile_step_splits_supervised_and_policy_steps_and_writes_its_report(t
         layers_ms = float(part.split("in the stack's layers (forward): ")[1].split(" ms")[0])
         assert 0 < layers_ms < step_ms
         assert "aten::addmm" in part  # the layers' matrix products, profiled
+    rates = supervised.split("matrix products: ")[1].split(" GFLOP/s")
+    assert 0 < float(rates[0].split("so ")[1]) < float(rates[1].split("runs at ")[1])  # slower than one product
+    assert "matrix products" not in policy
     profile_step.main(["--run", str(tiny_run), "--steps", "1", "--rows", "3"])  # a trained run's policy
     assert "## policy steps: " in capsys.readouterr().out
     backward = [float(part.split("backward pass: ")[1].split(" ms")[0]) for part in (supervised, policy)]
     assert backward[0] > backward[1]  # a policy step backpropagates into the small policy only
+
+
+def test_bench_compile_times_both_step_kinds_with_and_without_compiled_layers(tmp_path, one_thread):
+    out = tmp_path / "compile.json"
+    result = bench_compile.main(["--config", CONFIG, "--rounds", "1", "--steps", "1", "--out", str(out), *TINY])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(result))
+    for kind in bench_compile.KINDS:
+        row = result[kind]
+        assert row["eager_ms"] > 0 and row["compiled_ms"] > 0
+        assert row["speedup"] == pytest.approx(row["eager_ms"] / row["compiled_ms"])
+    assert result["command"].startswith("python") and result["warm_up_seconds"] > 0

@@ -15,6 +15,7 @@ from skipjump import (
     skip_layer,
     straight_through_threshold,
 )
+from skipjump.config import ConfigError, from_dict
 from skipjump.paths import paths_to_actions
 
 make_stack = tiny_stack  # 6 layers, max_jump 2, float64
@@ -193,6 +194,20 @@ def test_policy_flops_count_toward_compute():
     assert trace.layers_executed.item() == 6
     expected = 1 + 4 * stack.policy.flops(5) / stack.full_depth_flops(5)  # decisions after layers 0-3, not 4
     assert trace.compute_fraction.item() == pytest.approx(expected)
+
+
+def test_policy_dropout_perturbs_training_decisions_only():
+    stack = make_stack(policy_dropout=0.5)
+    plain = make_stack()  # the same seed, so the same weights
+    states = torch.randn(64, 16, dtype=torch.float64)
+    stack.train()
+    assert not torch.allclose(stack.policy(states, 1), stack.policy(states, 1))
+    stack.eval(), plain.eval()
+    torch.testing.assert_close(stack.policy(states, 1), plain.policy(states, 1))
+    with pytest.raises(ConfigError, match="policy_dropout: got 1"):
+        make_stack(policy_dropout=1.0)
+    with pytest.raises(ConfigError, match="model.policy_dropout: the exact estimator"):
+        from_dict({}, ["model.policy_dropout=0.2", "agent.estimator=exact"])
 
 
 def test_random_routing_extremes():

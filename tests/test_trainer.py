@@ -11,6 +11,7 @@ from conftest import CONFIG, ROOT, TINY
 from conftest import tiny_trainer as make_trainer
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from skipjump.config import ConfigError
 from skipjump.evaluate import TASK_METRICS, run_path
 from skipjump.runs import load_run, load_trained
 from skipjump.stack import Routing
@@ -92,6 +93,35 @@ def test_policy_holdout_keeps_policy_rows_away_from_supervised_steps(monkeypatch
     assert torch.equal(trainer.policy_split.targets, trainer.task.train.targets[schedule.policy_rows])
     everyone = make_trainer("trainer.policy_holdout=0").schedule  # both steps read the whole training split
     assert len(everyone.policy_rows) == len(everyone.network_rows) == train_rows
+
+
+def test_policy_augment_shifts_every_policy_row_by_one_pixel_and_leaves_supervised_rows_alone(monkeypatch):
+    from skipjump.tasks.digits import from_patches
+
+    trainer = make_trainer("trainer.policy_augment=1", "trainer.warmup_steps=2")
+    seen = {"supervised": [], "policy": []}
+    monkeypatch.setattr(
+        trainer.updates, "supervised", lambda inputs, *rest: (seen["supervised"].append(inputs), ({}, None))[1]
+    )
+    monkeypatch.setattr(trainer.updates, "policy", lambda inputs, *rest: (seen["policy"].append(inputs), ({}, None))[1])
+    for _ in range(10):
+        trainer.train_step()
+    images = lambda rows: from_patches(trainer.task.train.inputs[rows], trainer.task.patch)  # noqa: E731
+    padded = torch.nn.functional.pad(images(trainer.schedule.policy_rows), (1, 1, 1, 1))
+    shifts = {(dy, dx): padded[:, dy : dy + 8, dx : dx + 8].flatten(1) for dy in range(3) for dx in range(3)}
+    for batch in seen["policy"]:
+        for image in from_patches(batch, trainer.task.patch).flatten(1):
+            found = [shift for shift, rows in shifts.items() if (rows == image).all(dim=1).any()]
+            assert found and (1, 1) not in found  # a shifted copy of a policy row, never the row itself
+    network = set(map(tuple, images(trainer.schedule.network_rows).flatten(1).tolist()))
+    supervised = [
+        tuple(row)
+        for batch in seen["supervised"]
+        for row in from_patches(batch, trainer.task.patch).flatten(1).tolist()
+    ]
+    assert supervised and set(supervised) <= network
+    with pytest.raises(ConfigError, match="trainer.policy_augment"):
+        make_trainer("task.name=khop", "trainer.policy_augment=0.5")
 
 
 def test_schedule_warmup_then_cycles_and_joint():
@@ -247,3 +277,33 @@ def test_policy_rows_gap_reproduces_the_runs_test_evaluation_and_adds_the_policy
     assert gap is None if expected_gap is None else gap == pytest.approx(expected_gap)
     assert policy_rows_gap.main([str(run_dir), str(tmp_path / "missing")]) == 2
     assert "error: " in capsys.readouterr().err
+
+
+def test_compiled_layers_train_full_depth_steps_alike_and_routed_passes_stay_eager():
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()  # forget graphs other tests compiled for the same shapes
+    trainer = make_trainer("trainer.compile=true", "trainer.warmup_steps=1", "trainer.policy_holdout=0")
+    stack, batch = trainer.model.stack, trainer.task.train.rows(torch.arange(16))
+    assert len(stack.compiled_layers) == stack.num_layers
+
+    def gradients() -> list[torch.Tensor]:
+        trainer.model.zero_grad()
+        outputs, _ = trainer.model(batch.inputs, Routing("full"))
+        trainer.task.per_sample_loss(outputs, batch.targets).mean().backward()
+        return [p.grad.clone() for p in trainer.model.network_parameters() if p.grad is not None]
+
+    graphs = counters["stats"]["unique_graphs"]
+    compiled = gradients()
+    assert counters["stats"]["unique_graphs"] > graphs  # the full-depth pass ran the compiled layers
+    layers, stack.compiled_layers = stack.compiled_layers, []
+    eager = gradients()
+    assert len(compiled) == len(eager) > 0
+    for c, e in zip(compiled, eager):
+        torch.testing.assert_close(c, e, rtol=1e-4, atol=1e-6)
+    stack.compiled_layers = layers
+    graphs = counters["stats"]["unique_graphs"]
+    for _ in range(4):  # supervised and policy steps in turn, then both evaluations
+        trainer.train_step()
+    trainer.evaluate_one("greedy"), trainer.evaluate_one("full")
+    assert counters["stats"]["unique_graphs"] == graphs  # nothing recompiled: routed passes ran eager

@@ -89,6 +89,11 @@ class Task(ABC):
         """Fresh training samples for ``step`` (generated tasks only)."""
         raise NotImplementedError(f"task {self.name!r} has a fixed training split; it draws no samples")
 
+    def augment(self, inputs: torch.Tensor, probability: float) -> torch.Tensor:
+        """A copy of ``inputs`` (B, ...) with each row, with ``probability``, perturbed in a way that keeps its
+        label (tasks that define one; the global torch generator, so a checkpoint resumes it)."""
+        raise NotImplementedError(f"task {self.name!r} defines no augmentation; set trainer.policy_augment=0")
+
     def per_sample_loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """(B,) task loss; cross-entropy for classification."""
         return F.cross_entropy(outputs, targets, reduction="none")

@@ -107,6 +107,19 @@ class DigitsTask(Task):
     def from_config(cls, config: TaskConfig, seed: int) -> DigitsTask:
         return cls(seed, config.patch, config.test_fraction, config.data_file)
 
+    def augment(self, inputs: torch.Tensor, probability: float) -> torch.Tensor:
+        """(B, T, patch^2) -> the same rows, each with ``probability`` shifted by one pixel in one of
+        the 8 directions (zeros fill the edge it leaves; the digits are centred, so little is lost)."""
+        images = from_patches(inputs, self.patch)
+        padded = torch.nn.functional.pad(images, (1, 1, 1, 1))
+        shift = torch.randint(8, (len(images),))
+        shift = torch.where(torch.rand(len(images)) < probability, shift + (shift >= 4).long(), 4)  # 4: no shift
+        out = images.clone()
+        for s in shift.unique().tolist():  # (dy, dx) = divmod(s, 3) - 1
+            rows, (dy, dx) = shift == s, divmod(s, 3)
+            out[rows] = padded[rows, dy : dy + 8, dx : dx + 8]
+        return to_patches(out, self.patch)
+
     def build_model(self, stack: StackConfig) -> JumpModel:
         tokens = (8 // self.patch) ** 2
         return JumpModel(
