@@ -18,24 +18,14 @@ import statistics
 import time
 
 from bench_speed import write_json
+from profile_step import timed_steps
 
 from skipjump.config import load
 from skipjump.provenance import provenance
-from skipjump.trainer import Trainer, build
+from skipjump.trainer import build
 
 KINDS = ("supervised", "policy")
 MODES = ("eager", "compiled")
-
-
-def timed(trainer: Trainer, step: int, count: int) -> list[float]:
-    """Seconds of each of ``count`` steps replayed at ``step`` (the schedule picks their kind)."""
-    seconds = []
-    for _ in range(count):
-        trainer.step = step
-        started = time.perf_counter()
-        trainer.train_step()
-        seconds.append(time.perf_counter() - started)
-    return seconds
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -56,14 +46,14 @@ def main(argv: list[str] | None = None) -> dict:
     stack, compiled_layers = trainer.model.stack, trainer.model.stack.compiled_layers
     started = time.perf_counter()
     for kind in KINDS:
-        timed(trainer, first[kind], 3)
+        timed_steps(trainer, first[kind], 3)
     compile_seconds = time.perf_counter() - started
     times: dict[tuple[str, str], list[float]] = {(mode, kind): [] for mode in MODES for kind in KINDS}
     for _ in range(args.rounds):
         for mode in MODES:
             stack.compiled_layers = compiled_layers if mode == "compiled" else []
             for kind in KINDS:
-                times[(mode, kind)] += timed(trainer, first[kind], args.steps)
+                times[(mode, kind)] += timed_steps(trainer, first[kind], args.steps)
     result = {**provenance(), "rounds": args.rounds, "steps": args.steps, "warm_up_seconds": compile_seconds}
     print(f"warm-up (the compile included): {compile_seconds:.1f} s")
     for kind in KINDS:
