@@ -82,9 +82,9 @@ def arithmetic(trainer: Trainer, seconds: float) -> str:
     flops = 3 * batch * model.stack.full_depth_flops(tokens)
     rate = matmul_gflops(batch * tokens, model.stack.config.dims)
     return (
-        f"matrix products: {flops / 1e9:.2f} GFLOP per step, so {flops / seconds / 1e9:.0f} GFLOP/s;"
+        f"matrix products: {flops / 1e9:.2f} GFLOP per step, so {flops / seconds / 1e9:.3g} GFLOP/s;"
         f" a ({batch * tokens} x {model.stack.config.dims}) @ ({model.stack.config.dims} x"
-        f" {3 * model.stack.config.dims}) product alone runs at {rate:.0f} GFLOP/s here"
+        f" {3 * model.stack.config.dims}) product alone runs at {rate:.3g} GFLOP/s here"
     )
 
 

@@ -122,8 +122,8 @@ class TrainerConfig:
     supervised_path: SupervisedPath = "full"
     random_p: float = 0.3  # supervised_path=random: jump probability per decision
     policy_holdout: float = 0.25  # fraction of the training split kept for policy steps (else every loss is ~0)
-    # > 0: each policy row is replaced, with this probability, by a copy shifted one pixel (digits only): the
-    # policy then cannot memorise which path a held-out row happens to get right
+    # > 0: each policy row is replaced, with this probability, by a copy shifted one pixel in one of 8 directions
+    # (digits only): the policy sees up to 9 versions of each held-out row (the row itself unless P = 1), not one
     policy_augment: float = 0.0
     imitation_steps: int = 0  # > 0: the policy first imitates the oracle's paths on held-out rows (see trainer.py)
     imitation_rows: int = 2048  # rows whose oracle paths are imitated (every path is scored on each)
@@ -135,7 +135,7 @@ class TrainerConfig:
     checkpoint_every: int = 500
     eval_batch_size: int = 512
     device: Device = "auto"  # auto: the GPU when CUDA is present (one per rank under torchrun), else the CPU
-    # compile each layer for the full-depth supervised steps (torch.compile: a one-off ~10 s, then faster steps;
+    # compile each layer for the full-depth supervised steps (torch.compile: a one-off ~7 s, then faster steps;
     # on the CPU it needs a C++ compiler); the routed passes, whose row counts vary per layer, stay eager
     compile: bool = False
     precision: Precision = "float32"  # bf16: training forward passes under bfloat16 autocast (evaluation stays float32)
@@ -181,6 +181,10 @@ def check_stack(c: StackConfig, prefix: str = "") -> None:
     _check_choice(f"{prefix}policy_inputs", c.policy_inputs, PolicyInputs)
     if not 0 <= c.policy_dropout < 1:
         raise ConfigError(f"{prefix}policy_dropout: got {c.policy_dropout!r}, must be in [0, 1)")
+    if c.policy_dropout > 0 and not c.policy_state:
+        raise ConfigError(
+            f"{prefix}policy_dropout: the policy reads no state (policy_state: false) to drop; set it to 0"
+        )
     if not c.policy_state and c.policy_inputs != "state":
         raise ConfigError(f"{prefix}policy_state: false needs {prefix}policy_inputs=state (one decision per layer)")
     if c.policy_confidence and c.policy_inputs != "state":
@@ -282,6 +286,8 @@ def validate(config: Config) -> Config:
     check_stack(config.model, "model.")
     if not 0 <= config.trainer.policy_holdout < 1:
         raise ConfigError(f"trainer.policy_holdout: got {config.trainer.policy_holdout}, must be in [0, 1)")
+    if config.trainer.policy_augment > 0 and config.trainer.schedule == "joint":
+        raise ConfigError("trainer.policy_augment: the joint schedule has no policy-only rows to shift; set it to 0")
     if config.trainer.policy_holdout > 0 and config.trainer.schedule == "joint":
         raise ConfigError(
             "trainer.policy_holdout: the joint schedule trains both on one batch; set trainer.policy_holdout=0"
@@ -325,6 +331,11 @@ def validate(config: Config) -> Config:
         raise ConfigError(
             "model.policy_dropout: the exact estimator weighs paths by probabilities that dropout would make"
             " differ per copy; set it to 0"
+        )
+    if config.model.policy_dropout > 0 and config.agent.baseline == "self_critical":
+        raise ConfigError(
+            "model.policy_dropout: the self_critical baseline's greedy pass would be perturbed by it; pick another"
+            " agent.baseline or set it to 0"
         )
     if config.agent.baseline == "leave_one_out" and config.agent.samples < 2:
         raise ConfigError(f"agent.samples: got {config.agent.samples}, leave_one_out needs >= 2")

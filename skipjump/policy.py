@@ -18,7 +18,8 @@ class JumpPolicy(nn.Module):
         (the task head's confidence on the current state: see ``JumpModel.probe``). With
         ``read_state=False`` the pooled state is not read: only the layer and ``extra``, so there
         is nothing about an input to memorise but what the head makes of it.
-    dropout: on the features (the pooled state or input), in training mode only.
+    dropout: on the features (the pooled state or input), in training mode only: policy steps, and
+        supervised steps that sample the policy's paths.
     """
 
     def __init__(

@@ -62,8 +62,10 @@ def read_run(run_dir: str | Path, overrides: list[str] = ()) -> tuple[Config, di
 
 
 def load_trained(run_dir: str | Path) -> tuple[Trainer, dict[str, Any]]:
-    """A trainer built from the run's config whose model holds its last checkpoint's weights, and that checkpoint."""
-    config, state = read_run(run_dir)
+    """A trainer built from the run's config whose model holds its last checkpoint's weights, and that checkpoint.
+
+    Its layers are never compiled (``trainer.compile`` off): reading a run needs no C++ compiler."""
+    config, state = read_run(run_dir, ["trainer.compile=false"])
     trainer = build(config)
     load_module_state(trainer.model, state["model"], checkpoint_path(run_dir), "the model")
     return trainer, state

@@ -85,10 +85,11 @@ class Trainer:
             batch = self.task.draw(self.global_batch, self.step)
         else:
             batch = self.task.train.rows(self.schedule.next_rows(phase))
-        if phase == "policy" and self.config.trainer.policy_augment > 0:
-            batch = Split(self.task.augment(batch.inputs, self.config.trainer.policy_augment), batch.targets)
         shard = self.ranks.shard(len(batch))
-        inputs, targets = (z[shard].to(self.ranks.device) for z in (batch.inputs, batch.targets))
+        inputs, targets = batch.inputs[shard], batch.targets[shard]
+        if phase == "policy" and self.config.trainer.policy_augment > 0:
+            inputs = self.task.augment(inputs, self.config.trainer.policy_augment)
+        inputs, targets = inputs.to(self.ranks.device), targets.to(self.ranks.device)
         routing = self.schedule.supervised_routing(self.policy_updates)
         try:
             warm_start = {}
@@ -197,13 +198,13 @@ class Trainer:
 def compile_layers(model: JumpModel, device: torch.device) -> None:
     """``trainer.compile``: compile the stack's layers for full-depth steps, or say what is missing."""
     if device.type == "cpu":
-        from torch._inductor import cpp_builder, exc
+        try:  # torch's own search, a private API: if a torch upgrade moves it, say so rather than crash
+            from torch._inductor import cpp_builder
 
-        try:
             cpp_builder.get_cpp_compiler()
-        except exc.InvalidCxxCompiler:
+        except Exception:  # noqa: BLE001 - InvalidCxxCompiler, or an ImportError after an upgrade
             raise ConfigError(
-                "trainer.compile: torch.compile finds no working C++ compiler (g++, or $CXX); set it false"
+                "trainer.compile: torch.compile finds no C++ compiler (g++, or $CXX); set it false"
             ) from None
     model.stack.compile_full_depth()
 

@@ -26,6 +26,20 @@ TINY = [  # a model small enough for many short runs per test; everything else a
 ]
 
 
+def has_cxx_compiler() -> bool:
+    """Whether torch.compile finds a C++ compiler (trainer.compile needs one on the CPU)."""
+    try:
+        from torch._inductor import cpp_builder
+
+        cpp_builder.get_cpp_compiler()
+        return True
+    except Exception:  # noqa: BLE001 - no compiler, or torch moved its private API
+        return False
+
+
+needs_cxx = pytest.mark.skipif(not has_cxx_compiler(), reason="torch.compile needs a C++ compiler")
+
+
 def tiny_config(*overrides: str) -> Config:
     """The default config shrunk by TINY, 20 steps with a 2-step warm-up, then ``overrides``."""
     return from_dict({}, [*TINY, "trainer.steps=20", "trainer.warmup_steps=2", *overrides])

@@ -10,7 +10,7 @@ import profile_step
 import pytest
 import torch
 import train
-from conftest import CONFIG, ROOT, TINY
+from conftest import CONFIG, ROOT, TINY, needs_cxx
 
 from skipjump import Routing, StackConfig, enumerate_paths
 from skipjump.runs import load_run
@@ -148,7 +148,7 @@ def test_bench_sampling_counts_the_layer_rows_run_once_per_state(tiny_run, tmp_p
 
 def test_profile_step_splits_supervised_and_policy_steps_and_writes_its_report(tiny_run, tmp_path, capsys, one_thread):
     out = tmp_path / "profile.txt"
-    profile_step.main(["--config", CONFIG, "--steps", "2", "--rows", "5", "--out", str(out), *TINY])
+    profile_step.main(["--config", CONFIG, "--steps", "2", "--rows", "20", "--out", str(out), *TINY])
     text = out.read_text()
     assert text == capsys.readouterr().out
     assert text.startswith("# python")  # how it was made
@@ -167,7 +167,11 @@ def test_profile_step_splits_supervised_and_policy_steps_and_writes_its_report(t
     assert backward[0] > backward[1]  # a policy step backpropagates into the small policy only
 
 
+@needs_cxx
 def test_bench_compile_times_both_step_kinds_with_and_without_compiled_layers(tmp_path, one_thread):
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()  # so that the graphs counted below are this run's
     out = tmp_path / "compile.json"
     result = bench_compile.main(["--config", CONFIG, "--rounds", "1", "--steps", "1", "--out", str(out), *TINY])
     assert json.loads(out.read_text()) == json.loads(json.dumps(result))
@@ -176,3 +180,4 @@ def test_bench_compile_times_both_step_kinds_with_and_without_compiled_layers(tm
         assert row["eager_ms"] > 0 and row["compiled_ms"] > 0
         assert row["speedup"] == pytest.approx(row["eager_ms"] / row["compiled_ms"])
     assert result["command"].startswith("python") and result["warm_up_seconds"] > 0
+    assert counters["stats"]["unique_graphs"] > 0  # the compiled rounds ran compiled layers

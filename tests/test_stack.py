@@ -208,6 +208,10 @@ def test_policy_dropout_perturbs_training_decisions_only():
         make_stack(policy_dropout=1.0)
     with pytest.raises(ConfigError, match="model.policy_dropout: the exact estimator"):
         from_dict({}, ["model.policy_dropout=0.2", "agent.estimator=exact"])
+    with pytest.raises(ConfigError, match="model.policy_dropout: the self_critical baseline"):
+        from_dict({}, ["model.policy_dropout=0.2", "agent.baseline=self_critical"])
+    with pytest.raises(ConfigError, match="policy_dropout: the policy reads no state"):
+        make_stack(policy_dropout=0.2, policy_state=False)
 
 
 def test_random_routing_extremes():

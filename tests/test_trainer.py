@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 import train
-from conftest import CONFIG, ROOT, TINY
+from conftest import CONFIG, ROOT, TINY, needs_cxx
 from conftest import tiny_trainer as make_trainer
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -120,8 +120,10 @@ def test_policy_augment_shifts_every_policy_row_by_one_pixel_and_leaves_supervis
         for row in from_patches(batch, trainer.task.patch).flatten(1).tolist()
     ]
     assert supervised and set(supervised) <= network
-    with pytest.raises(ConfigError, match="trainer.policy_augment"):
+    with pytest.raises(ConfigError, match="trainer.policy_augment: task 'khop' defines no augmentation"):
         make_trainer("task.name=khop", "trainer.policy_augment=0.5")
+    with pytest.raises(ConfigError, match="trainer.policy_augment: the joint schedule"):
+        make_trainer("trainer.policy_augment=0.5", "trainer.schedule=joint", "trainer.policy_holdout=0")
 
 
 def test_schedule_warmup_then_cycles_and_joint():
@@ -279,6 +281,7 @@ def test_policy_rows_gap_reproduces_the_runs_test_evaluation_and_adds_the_policy
     assert "error: " in capsys.readouterr().err
 
 
+@needs_cxx
 def test_compiled_layers_train_full_depth_steps_alike_and_routed_passes_stay_eager():
     from torch._dynamo.utils import counters
 

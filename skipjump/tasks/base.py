@@ -91,7 +91,7 @@ class Task(ABC):
 
     def augment(self, inputs: torch.Tensor, probability: float) -> torch.Tensor:
         """A copy of ``inputs`` (B, ...) with each row, with ``probability``, perturbed in a way that keeps its
-        label (tasks that define one; the global torch generator, so a checkpoint resumes it)."""
+        label (tasks that define one; drawn from the global torch generator)."""
         raise NotImplementedError(f"task {self.name!r} defines no augmentation; set trainer.policy_augment=0")
 
     def per_sample_loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

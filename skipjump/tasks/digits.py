@@ -109,7 +109,8 @@ class DigitsTask(Task):
 
     def augment(self, inputs: torch.Tensor, probability: float) -> torch.Tensor:
         """(B, T, patch^2) -> the same rows, each with ``probability`` shifted by one pixel in one of
-        the 8 directions (zeros fill the edge it leaves; the digits are centred, so little is lost)."""
+        the 8 directions (zeros fill the edge it leaves; a vertical shift cuts a row of ink, since
+        the digits span all 8 rows, a horizontal one almost none)."""
         images = from_patches(inputs, self.patch)
         padded = torch.nn.functional.pad(images, (1, 1, 1, 1))
         shift = torch.randint(8, (len(images),))
