@@ -202,7 +202,8 @@ def test_policy_dropout_perturbs_training_decisions_only():
     states = torch.randn(64, 16, dtype=torch.float64)
     stack.train()
     assert not torch.allclose(stack.policy(states, 1), stack.policy(states, 1))
-    stack.eval(), plain.eval()
+    stack.eval()
+    plain.eval()
     torch.testing.assert_close(stack.policy(states, 1), plain.policy(states, 1))
     with pytest.raises(ConfigError, match="policy_dropout: got 1"):
         make_stack(policy_dropout=1.0)

@@ -116,7 +116,7 @@ class DigitsTask(Task):
         shift = torch.randint(8, (len(images),))
         shift = torch.where(torch.rand(len(images)) < probability, shift + (shift >= 4).long(), 4)  # 4: no shift
         out = images.clone()
-        for s in shift.unique().tolist():  # (dy, dx) = divmod(s, 3) - 1
+        for s in shift[shift != 4].unique().tolist():  # (dy, dx) = divmod(s, 3) - 1
             rows, (dy, dx) = shift == s, divmod(s, 3)
             out[rows] = padded[rows, dy : dy + 8, dx : dx + 8]
         return to_patches(out, self.patch)
