@@ -1,5 +1,6 @@
 """Data-parallel training on the CPU with gloo: 2 ranks against 1, a torchrun run directory, resume, SIGTERM."""
 
+import contextlib
 import json
 import math
 import os
@@ -234,7 +235,15 @@ def _teardown_worker(rank: int, world: int, out: Path) -> None:
     """Join the group, build a trainer (its optimisers), leave the group: which threads are left?"""
     build(tiny_config(), ranks=setup("cpu"))
     teardown()
-    names = [(task / "comm").read_text().strip() for task in Path("/proc/self/task").iterdir()]
+    deadline = time.monotonic() + 5.0  # gloo's loop thread exits shortly after the group is destroyed, not at once
+    while True:
+        names = []
+        for task in Path("/proc/self/task").iterdir():
+            with contextlib.suppress(FileNotFoundError):  # a thread that ended while being listed
+                names.append((task / "comm").read_text().strip())
+        if not any(n.startswith(("gloo", "tcpstore")) for n in names) or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     (out / f"rank{rank}.txt").write_text(" ".join(sorted(names)))
 
 
