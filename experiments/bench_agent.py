@@ -34,7 +34,7 @@ def main() -> None:
         config = load(args.config, [*args.overrides, f"agent.baseline={baseline}"])
         trainer = build(config)
         task, updates = trainer.task, trainer.updates
-        routing = trainer.schedule.supervised_routing(0)
+        routing = trainer.schedule.supervised_routing(0, step=0)
         batches = [trainer.schedule.next_rows("supervised") for _ in range(args.repeats + 3)]
         times = {"supervised": [], "policy": []}
         for i, index in enumerate(batches):

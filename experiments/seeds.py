@@ -31,7 +31,15 @@ from skipjump.provenance import provenance
 
 ROOT = Path(__file__).resolve().parents[1]
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
-POLICIES = ("greedy", "full", "random_matched", "static_matched", "cascade_matched", "oracle_matched")
+POLICIES = (
+    "greedy",
+    "full",
+    "random_matched",
+    "static_matched",
+    "cascade_matched",
+    "difficulty_matched",
+    "oracle_matched",
+)
 
 
 def run_seed(
@@ -55,6 +63,8 @@ def seed_row(run_dir: Path, stdout: str = "") -> dict:
     row["greedy_paths"] = summary["greedy"]["unique_paths"]
     row["gap_closed"] = summary["greedy"].get("gap_closed")
     row["static_path"] = summary["static_matched"]["path"]
+    if "difficulty_matched" in summary:  # what one path per k takes of the headroom
+        row["difficulty_gap_closed"] = summary["difficulty_matched"]["gap_closed"]
     if "spearman_layers_difficulty" in summary["greedy"]:  # tasks with a known difficulty (k-hop)
         row["spearman_k"] = summary["greedy"]["spearman_layers_difficulty"]
         row["spearman_fewest_k"] = summary["greedy"]["spearman_fewest_difficulty"]
@@ -83,10 +93,12 @@ def spread(values: list[float]) -> dict[str, float]:
 
 
 def markdown(result: dict) -> str:
-    columns = [f"{name}_accuracy" for name in POLICIES]
+    rows = result["seeds"].values()
+    columns = [f"{name}_accuracy" for name in POLICIES if any(f"{name}_accuracy" in row for row in rows)]
     columns += ["greedy_compute", "greedy_paths", "gap_closed", "train_seconds"]
-    if any("spearman_k" in row for row in result["seeds"].values()):
-        columns.insert(-1, "spearman_k")
+    for optional in ("difficulty_gap_closed", "spearman_k"):  # tasks with a known difficulty (k-hop)
+        if any(optional in row for row in rows):
+            columns.insert(-1, optional)
     header = ["seed", *(c.replace("_accuracy", "") for c in columns)]
     lines = [
         f"`{result['command']}`",
@@ -105,7 +117,7 @@ def markdown(result: dict) -> str:
         return f"{value:.2f}" if isinstance(value, float) else f"{value}"
 
     for seed, row in result["seeds"].items():
-        lines.append("| " + " | ".join([seed, *(cell(c, row[c]) for c in columns)]) + " |")
+        lines.append("| " + " | ".join([seed, *(cell(c, row.get(c)) for c in columns)]) + " |")
     for stat in ("mean", "std"):
         values = [cell(c, result["spread"][c][stat]) if c in result["spread"] else "" for c in columns]
         lines.append("| " + " | ".join([f"**{stat}**", *values]) + " |")

@@ -153,6 +153,13 @@ def train(args: argparse.Namespace, config: Config, state: dict | None, ranks: R
         f"oracle_matched (a ceiling: it reads the labels, {summaries['oracle_matched']['searched']}); gap closed "
         + ("n/a (headroom under two samples)" if gap is None else f"{gap:+.2f}")
     )
+    if "difficulty_matched" in summaries:
+        per_k, k_gap = summaries["difficulty_matched"]["paths"], summaries["difficulty_matched"]["gap_closed"]
+        print(
+            "difficulty_matched (one path per k, chosen on training rows): "
+            + ", ".join(f"k={k} {path}" for k, path in per_k.items())
+            + ("" if k_gap is None else f"; gap closed {k_gap:+.2f}")
+        )
     if "by_difficulty" in summaries["greedy"]:
         print(format_difficulty(summaries))
     print(f"\nrun directory: {run_dir}\nTensorBoard:   tensorboard --logdir {run_dir.parent}")

@@ -30,7 +30,7 @@ RewardKind = Literal["compute_minus_loss", "compute_minus_error", "blockdrop"]
 Baseline = Literal["none", "moving_average", "self_critical", "leave_one_out", "value"]
 Credit = Literal["path", "decision"]
 Estimator = Literal["sampled", "exact"]
-Schedule = Literal["alternate", "joint"]
+Schedule = Literal["alternate", "joint", "sequential"]
 SupervisedPath = Literal["policy", "full", "random", "full_and_policy"]
 Device = Literal["auto", "cpu", "cuda"]
 Precision = Literal["float32", "bf16"]
@@ -112,7 +112,9 @@ class TrainerConfig:
     lr: float = 2e-3
     weight_decay: float = 0.0
     grad_clip: float = 1.0
-    schedule: Schedule = "alternate"  # joint: both updates from one forward pass, after the warm-up
+    # alternate: supervised and policy steps in cycles after the warm-up; joint: both updates from one forward pass,
+    # after the warm-up; sequential: the warm-up trains the network, then only the policy trains (on a fixed network)
+    schedule: Schedule = "alternate"
     warmup_steps: int = 500  # supervised steps before the first policy step
     supervised_steps: int = 1  # per cycle
     policy_steps: int = 1  # per cycle
@@ -121,6 +123,9 @@ class TrainerConfig:
     # paths in turn, so the network also learns the paths it is run on (and the jump mix, which full depth never runs)
     supervised_path: SupervisedPath = "full"
     random_p: float = 0.3  # supervised_path=random: jump probability per decision
+    # supervised steps before step N run full depth, whatever supervised_path says: with random paths after, the
+    # full network learns the task first, then its short paths learn what they can (on k-hop: the small k)
+    full_depth_steps: int = 0
     policy_holdout: float = 0.25  # fraction of the training split kept for policy steps (else every loss is ~0)
     # > 0: each policy row is replaced, with this probability, by a copy shifted one pixel in one of 8 directions
     # (digits only): the policy sees up to 9 versions of each held-out row (the row itself unless P = 1), not one
@@ -157,8 +162,8 @@ POSITIVE = (
 ).split()
 NON_NEGATIVE = (
     "agent.lam agent.lam_lr agent.gamma agent.entropy_coef agent.entropy_lr agent.grad_clip trainer.grad_clip "
-    "trainer.weight_decay trainer.warmup_steps trainer.imitation_steps trainer.curriculum_steps trainer.threshold_lr "
-    "trainer.eval_every seed"
+    "trainer.weight_decay trainer.warmup_steps trainer.full_depth_steps trainer.imitation_steps "
+    "trainer.curriculum_steps trainer.threshold_lr trainer.eval_every seed"
 ).split()
 UNIT_INTERVAL = ("agent.momentum", "trainer.random_p", "trainer.policy_augment")
 
@@ -341,6 +346,8 @@ def validate(config: Config) -> Config:
         raise ConfigError(f"agent.samples: got {config.agent.samples}, leave_one_out needs >= 2")
     if config.task.data_file is not None and not Path(config.task.data_file).is_file():
         raise ConfigError(f"task.data_file: no such file: {config.task.data_file}")
+    if config.trainer.full_depth_steps and config.trainer.supervised_path == "full":
+        raise ConfigError("trainer.full_depth_steps: trainer.supervised_path is full already; set it to 0")
     if config.trainer.warmup_steps >= config.trainer.steps:
         raise ConfigError(
             f"trainer.warmup_steps: got {config.trainer.warmup_steps}, must be < trainer.steps = {config.trainer.steps}"

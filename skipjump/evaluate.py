@@ -1,8 +1,9 @@
 """Evaluation of jump policies: greedy and full depth, and references at the greedy policy's compute.
 
 random_matched solves for random skipping's jump probability p (exact expected compute, no
-sampling); static_matched and cascade_matched are chosen on the rows the policy was trained on
-(the trainer's held-out policy rows, or the training split), never on the test split;
+sampling); static_matched, cascade_matched and (for a task whose samples carry a difficulty)
+difficulty_matched are chosen on the rows the policy was trained on (the trainer's held-out
+policy rows, or the training split), never on the test split;
 oracle_matched is a ceiling that reads the test labels. ``gap_closed`` = (greedy - static) /
 (oracle - static): the share of per-sample routing's headroom the policy takes.
 """
@@ -20,6 +21,7 @@ from skipjump.path_scores import (
     candidate_paths,
     cascade_rule,
     oracle_assignment,
+    path_per_group,
     score_paths,
     static_path,
 )
@@ -223,6 +225,8 @@ def evaluate(
     random_matched  random skipping whose expected compute equals the policy's
     static_matched  the best fixed path costing no more, chosen on ``selection``
     cascade_matched a cheap path, then full depth for the least confident (rule set on ``selection``)
+    difficulty_matched  where samples carry a difficulty (k-hop's k): one path per difficulty, chosen on
+                    ``selection``; what a policy that reads only k could do, so a learned one should match it
     oracle_matched  each test sample its own path (reads the labels: a ceiling, see path_scores.py)
 
     first_decision: the curriculum's; the greedy policy makes only the decisions it was trained on.
@@ -258,8 +262,15 @@ def evaluate(
     cascade.summary.update(path=list(paths[cheap]), threshold=threshold, escalated=float((choice == full).mean()))
     results["cascade_matched"] = cascade
 
-    choice = oracle_assignment(test, budget)
     columns = np.arange(len(task.test))
+    if task.test.difficulty is not None and chosen_on.difficulty is not None:
+        per_k = path_per_group(picked, chosen_on.difficulty.numpy(), budget)
+        choice = np.array([per_k.get(int(k), full) for k in task.test.difficulty.numpy()])
+        picks = test.correct[choice, columns], test.loss[choice, columns], test.cost[choice]
+        results["difficulty_matched"] = from_assignment(task.test, paths, choice, *picks, stack)
+        results["difficulty_matched"].summary["paths"] = {str(k): list(paths[p]) for k, p in per_k.items()}
+
+    choice = oracle_assignment(test, budget)
     oracle = from_assignment(
         task.test,
         paths,
@@ -284,12 +295,14 @@ def evaluate(
             row["solvable"] = float(chosen.sum() / max(1, row["samples"]))
             row["needed_layers"] = needed[k]
         results["greedy"].summary["spearman_fewest_difficulty"] = spearman(fewest[solvable], difficulty[solvable])
-    results["greedy"].summary["gap_closed"] = gap_closed(
-        results["greedy"].summary["accuracy"],
-        results["static_matched"].summary["accuracy"],
-        oracle.summary["accuracy"],
-        len(task.test),
-    )
+    for name in ("greedy", "difficulty_matched"):
+        if name in results:
+            results[name].summary["gap_closed"] = gap_closed(
+                results[name].summary["accuracy"],
+                results["static_matched"].summary["accuracy"],
+                oracle.summary["accuracy"],
+                len(task.test),
+            )
     return results
 
 
@@ -308,7 +321,9 @@ def format_difficulty(summaries: dict[str, dict]) -> str:
     """Per difficulty: the fewest layers a fixed path needs, and accuracy / layers run of each policy."""
     greedy = summaries["greedy"]
     names = [
-        name for name in ("greedy", "full", "static_matched", "cascade_matched", "oracle_matched") if name in summaries
+        name
+        for name in ("greedy", "full", "static_matched", "cascade_matched", "difficulty_matched", "oracle_matched")
+        if name in summaries
     ]
     header = f"{'k':>3}{'samples':>9}{'needed':>8}{'fewest':>8}"
     lines = [header + "".join(f"{name[:14]:>16}" for name in names)]

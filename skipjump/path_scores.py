@@ -5,6 +5,8 @@
                lower loss) by a Lagrangian, score_np - mu * cost_p per sample, with bisection on mu.
                It reads the labels and, over dozens of paths, some are right by luck: a ceiling,
                never something a policy could reach.
+    per group  one path per group of samples (e.g. per difficulty k), mean compute <= budget: what a
+               router that reads only the group could do at best (exact: groups are few)
     cascade    the early-exit systems' baseline (CALM, DeeBERT): a cheap path for everyone, then
                full depth for the least confident samples (top softmax probability under a
                threshold), paying for both; it needs no policy.
@@ -111,6 +113,32 @@ def oracle_assignment(scores: PathScores, budget: float, iterations: int = 60) -
         mid = (low + high) / 2
         low, high = (mid, high) if scores.cost[assign(mid)].mean() > budget + 1e-9 else (low, mid)
     return assign(high)
+
+
+def path_per_group(scores: PathScores, groups: np.ndarray, budget: float) -> dict[int, int]:
+    """One path index per group (e.g. per difficulty k), mean cost over the samples <= budget,
+    maximising the number right (ties: lower loss). Exact: groups are few, so the (cost, score)
+    Pareto front of partial choices is built group by group (a Lagrangian over six groups can
+    leave much of the budget unspent)."""
+    keys = np.unique(groups)
+    sizes = np.array([(groups == g).sum() for g in keys])
+    totals = np.stack([scores.score()[:, groups == g].sum(axis=1) for g in keys], axis=1)  # (P, G)
+    limit = budget * sizes.sum() + 1e-9
+    front: list[tuple[float, float, tuple[int, ...]]] = [(0.0, 0.0, ())]  # (cost, score, paths so far)
+    for g, size in enumerate(sizes):
+        grown = sorted(
+            (cost + size * scores.cost[p], score + totals[p, g], chosen + (p,))
+            for cost, score, chosen in front
+            for p in range(len(scores.paths))
+            if cost + size * scores.cost[p] <= limit
+        )
+        front = []
+        for item in grown:  # by cost: keep what scores more than everything cheaper
+            if not front or item[1] > front[-1][1]:
+                front.append(item)
+        if not front:  # nothing fits: the cheapest path for every group
+            return {int(k): int(np.argmin(scores.cost)) for k in keys}
+    return {int(k): int(p) for k, p in zip(keys, front[-1][2])}
 
 
 def cascade_rule(scores: PathScores, budget: float) -> tuple[int, float]:

@@ -4,6 +4,7 @@ Phases (``trainer.schedule``):
     alternate  ``warmup_steps`` supervised steps, then cycles of ``supervised_steps`` supervised
                and ``policy_steps`` policy steps
     joint      after the warm-up, each step updates both from one forward pass
+    sequential the warm-up trains the network, then every step trains the policy on that fixed network
 
 Rows: with ``policy_holdout`` > 0, policy steps read a held-out part of the training split that
 supervised steps never touch (on rows the network has memorised every path's loss is ~0 and the
@@ -69,6 +70,8 @@ class Schedule:
             return "supervised"
         if t.schedule == "joint":
             return "joint"
+        if t.schedule == "sequential":
+            return "policy"
         cycle = (step - t.warmup_steps) % (t.supervised_steps + t.policy_steps)
         return "supervised" if cycle < t.supervised_steps else "policy"
 
@@ -84,8 +87,10 @@ class Schedule:
         last_decision = self.num_layers - 3  # the last one that can change the path (after L - 2: none)
         return 0 if steps == 0 else max(0, last_decision - policy_updates // steps)
 
-    def supervised_routing(self, policy_updates: int) -> Routing:
+    def supervised_routing(self, policy_updates: int, step: int) -> Routing:
         t = self.config
+        if step < t.full_depth_steps:
+            return Routing("full")
         policy_paths = Routing("sample", first_decision=self.first_decision(policy_updates))
         if t.supervised_path == "full_and_policy":  # full depth through the warm-up, then one cycle each in turn
             return policy_paths if policy_updates % 2 else Routing("full")

@@ -90,7 +90,7 @@ class Trainer:
         if phase == "policy" and self.config.trainer.policy_augment > 0:
             inputs = self.task.augment(inputs, self.config.trainer.policy_augment)
         inputs, targets = inputs.to(self.ranks.device), targets.to(self.ranks.device)
-        routing = self.schedule.supervised_routing(self.policy_updates)
+        routing = self.schedule.supervised_routing(self.policy_updates, self.step)
         try:
             warm_start = {}
             if phase != "supervised" and self.policy_updates == 0 and self.config.trainer.imitation_steps:

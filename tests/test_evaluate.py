@@ -5,7 +5,14 @@ from conftest import tiny_stack
 
 from skipjump import JumpStack, Routing, enumerate_paths, path_to_actions
 from skipjump.evaluate import gap_closed, match_random_p, path_compute_fraction, random_compute_fraction
-from skipjump.path_scores import PathScores, apply_cascade, cascade_rule, oracle_assignment, static_path
+from skipjump.path_scores import (
+    PathScores,
+    apply_cascade,
+    cascade_rule,
+    oracle_assignment,
+    path_per_group,
+    static_path,
+)
 
 
 def make_stack() -> JumpStack:
@@ -76,6 +83,24 @@ def test_the_oracle_maximises_the_samples_right_within_the_budget(budget, right,
         assert scores.cost[choice].mean() == pytest.approx(compute)
     if budget == 1.0:
         assert choice.tolist()[:3] in ([0, 1, 2], [1, 1, 2], [2, 1, 2])  # sample 0 is right anywhere: ties by loss
+
+
+@pytest.mark.parametrize(
+    ("budget", "expected"),
+    [
+        # group 0 (samples 0, 1): cheap 1 right, middle 2, full 2; group 1 (2, 3): cheap 0, middle 1, full 1
+        (1.0, {0: 1, 1: 1}),  # 3 right; full depth is no better for either group, and ties go to the first path
+        (0.55, ({0: 1, 1: 0}, {0: 0, 1: 1})),  # (0.7 + 0.4) / 2: 2 right either way, at the same loss
+        (0.5, {0: 0, 1: 0}),  # nothing but cheap + cheap fits: 1 right
+        (0.3, {0: 0, 1: 0}),  # nothing fits: the cheapest path
+    ],
+)
+def test_one_path_per_group_maximises_the_samples_right_within_the_budget(budget, expected):
+    scores = hand_built_scores()
+    groups = np.array([0, 0, 1, 1])
+    chosen = path_per_group(scores, groups, budget)
+    assert chosen in (expected if isinstance(expected, tuple) else (expected,))
+    assert budget < 0.4 or np.mean([scores.cost[chosen[g]] for g in groups]) <= budget + 1e-9
 
 
 def test_static_path_and_the_cascade_on_a_hand_built_case():

@@ -175,6 +175,11 @@ def test_a_short_khop_run_writes_the_difficulty_fields(tmp_path, capsys):
     )
     assert sum(row["samples"] for row in greedy["by_difficulty"].values()) == 128
     assert "spearman_layers_difficulty" in summary["oracle_matched"] and "spearman_fewest_difficulty" in greedy
+    per_k = summary["difficulty_matched"]["paths"]  # one path per k, chosen on the training rows
+    routed = read_trace(tmp_path / "run", "difficulty_matched")
+    assert all(path[0] == 0 and path[-1] == 7 for path in per_k.values())
+    for k, layers in zip(routed["difficulty"].tolist(), routed["layers_executed"].tolist()):
+        assert layers == len(per_k[str(k)])
     trace = read_trace(tmp_path / "run", "greedy")
     assert trace["difficulty"].shape == (128,) and set(trace["difficulty"].tolist()) <= set(range(1, 7))
     assert trace["fewest_layers"].min() >= -1 and trace["fewest_layers"].max() <= 8

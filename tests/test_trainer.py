@@ -129,6 +129,8 @@ def test_policy_augment_shifts_every_policy_row_by_one_pixel_and_leaves_supervis
 def test_schedule_warmup_then_cycles_and_joint():
     schedule = make_trainer("trainer.warmup_steps=3", "trainer.supervised_steps=2", "trainer.policy_steps=1").schedule
     assert [schedule.phase(s) for s in range(9)] == ["supervised"] * 3 + ["supervised", "supervised", "policy"] * 2
+    sequential = make_trainer("trainer.schedule=sequential", "trainer.warmup_steps=3").schedule
+    assert [sequential.phase(s) for s in range(6)] == ["supervised"] * 3 + ["policy"] * 3  # then the policy alone
     joint = make_trainer("trainer.schedule=joint", "trainer.policy_holdout=0")
     assert [joint.schedule.phase(s) for s in range(4)] == ["supervised", "supervised", "joint", "joint"]
     updates = joint.updates
@@ -143,14 +145,38 @@ def test_full_and_policy_supervision_alternates_full_depth_and_the_policys_paths
     jump_weights = trainer.model.stack.jump_weights.detach().clone()
     modes, trained_on = [], []
     for _ in range(10):
-        phase, updates = trainer.schedule.phase(trainer.step), trainer.policy_updates
+        step, updates = trainer.step, trainer.policy_updates
+        phase = trainer.schedule.phase(step)
         _, paths = trainer.train_step()
         if phase == "supervised":
-            modes.append(trainer.schedule.supervised_routing(updates).mode)
+            modes.append(trainer.schedule.supervised_routing(updates, step).mode)
             trained_on.append(paths is not None)  # the policy picked the supervised step's paths
     assert modes == ["full", "full", "full", "sample", "full", "sample"]  # warm-up, then in turn
     assert trained_on == [mode == "sample" for mode in modes]
     assert not torch.equal(jump_weights, trainer.model.stack.jump_weights)  # full depth alone never trains them
+
+
+def test_full_depth_steps_come_before_the_supervised_paths_random_paths(monkeypatch):
+    trainer = make_trainer(
+        "trainer.supervised_path=random", "trainer.random_p=0.5", "trainer.full_depth_steps=4", "trainer.steps=12"
+    )
+    supervised = trainer.updates.supervised
+    layers = []  # per supervised step: the layers each row ran
+
+    def recording(inputs, targets, routing):
+        stats, trace = supervised(inputs, targets, routing)
+        layers.append(trace.layers_executed.tolist())
+        return stats, trace
+
+    monkeypatch.setattr(trainer.updates, "supervised", recording)
+    for _ in range(12):
+        trainer.train_step()
+    full = trainer.config.model.num_layers
+    assert len(layers) == 7  # 2 warm-up steps, then one supervised step per cycle of two
+    assert all(n == full for step in layers[:3] for n in step)  # steps 0, 1, 2
+    assert all(
+        min(step) < full for step in layers[3:]
+    )  # steps 4, 6, 8, 10  # p = 0.5: all 16 rows at full depth has odds 4^-16
 
 
 def test_curriculum_unlocks_decisions_from_the_last_layer_backwards():
