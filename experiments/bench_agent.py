@@ -34,7 +34,8 @@ def main() -> None:
         config = load(args.config, [*args.overrides, f"agent.baseline={baseline}"])
         trainer = build(config)
         task, updates = trainer.task, trainer.updates
-        routing = trainer.schedule.supervised_routing(0, step=0)
+        # the supervised_path's routing, past any full-depth stage (trainer.full_depth_steps)
+        routing = trainer.schedule.supervised_routing(0, step=config.trainer.full_depth_steps)
         batches = [trainer.schedule.next_rows("supervised") for _ in range(args.repeats + 3)]
         times = {"supervised": [], "policy": []}
         for i, index in enumerate(batches):

@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"seed {seed}: done in {rows[str(seed)]['train_seconds']}s of training", flush=True)
 
     numeric = [k for k, v in next(iter(rows.values())).items() if isinstance(v, int | float)]
-    numeric = [k for k in numeric if all(row[k] is not None for row in rows.values())]
+    numeric = [k for k in numeric if all(row.get(k) is not None for row in rows.values())]
     result = {
         **provenance(),
         "threads": f"{args.nproc} ranks (torchrun), OMP_NUM_THREADS=1 per rank"

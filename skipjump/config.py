@@ -330,7 +330,7 @@ def validate(config: Config) -> Config:
     if config.agent.estimator == "exact" and (config.agent.explore > 0 or config.trainer.schedule == "joint"):
         raise ConfigError(
             "agent.estimator: exact samples no path (no exploration) and trains only the policy; set"
-            " agent.explore=0 and trainer.schedule=alternate"
+            " agent.explore=0 and a trainer.schedule other than joint"
         )
     if config.agent.estimator == "exact" and config.model.policy_dropout > 0:
         raise ConfigError(
@@ -346,8 +346,19 @@ def validate(config: Config) -> Config:
         raise ConfigError(f"agent.samples: got {config.agent.samples}, leave_one_out needs >= 2")
     if config.task.data_file is not None and not Path(config.task.data_file).is_file():
         raise ConfigError(f"task.data_file: no such file: {config.task.data_file}")
-    if config.trainer.full_depth_steps and config.trainer.supervised_path == "full":
+    t = config.trainer
+    if t.full_depth_steps and t.supervised_path == "full":
         raise ConfigError("trainer.full_depth_steps: trainer.supervised_path is full already; set it to 0")
+    if t.schedule == "sequential" and t.supervised_path in ("policy", "full_and_policy"):
+        raise ConfigError(
+            f"trainer.supervised_path: {t.supervised_path} trains on the policy's paths, and the sequential schedule"
+            " trains the network before the policy; pick full or random"
+        )
+    if t.schedule == "sequential" and t.supervised_path == "random" and t.full_depth_steps >= t.warmup_steps:
+        raise ConfigError(
+            f"trainer.full_depth_steps: got {t.full_depth_steps}, but under the sequential schedule the network trains"
+            f" for trainer.warmup_steps = {t.warmup_steps} steps, so its random paths would never run; set it lower"
+        )
     if config.trainer.warmup_steps >= config.trainer.steps:
         raise ConfigError(
             f"trainer.warmup_steps: got {config.trainer.warmup_steps}, must be < trainer.steps = {config.trainer.steps}"

@@ -220,13 +220,14 @@ def evaluate(
     selection: Split | None = None,
     selection_rows: int = 5000,
 ) -> dict[str, Evaluation]:
-    """The greedy policy against full depth and four references at its compute, on the test split.
+    """The greedy policy against full depth and references at its compute, on the test split.
 
     random_matched  random skipping whose expected compute equals the policy's
     static_matched  the best fixed path costing no more, chosen on ``selection``
     cascade_matched a cheap path, then full depth for the least confident (rule set on ``selection``)
     difficulty_matched  where samples carry a difficulty (k-hop's k): one path per difficulty, chosen on
-                    ``selection``; what a policy that reads only k could do, so a learned one should match it
+                    ``selection`` (the budget met on its mix of k, so the test compute differs a little; a k
+                    it lacks runs the static path); what a policy that reads only k could do
     oracle_matched  each test sample its own path (reads the labels: a ceiling, see path_scores.py)
 
     first_decision: the curriculum's; the greedy policy makes only the decisions it was trained on.
@@ -250,7 +251,8 @@ def evaluate(
     chosen_on = subsample(task.train if selection is None else selection, selection_rows, seed)
     picked = score_paths(model, task, chosen_on, paths, searched, batch_size)
     test = score_paths(model, task, task.test, paths, searched, batch_size)
-    static = paths[static_path(picked, budget)]
+    static_index = static_path(picked, budget)
+    static = paths[static_index]
     results["static_matched"] = run_path(model, task, task.test, static, batch_size)
     results["static_matched"].summary["path"] = list(static)
 
@@ -265,7 +267,9 @@ def evaluate(
     columns = np.arange(len(task.test))
     if task.test.difficulty is not None and chosen_on.difficulty is not None:
         per_k = path_per_group(picked, chosen_on.difficulty.numpy(), budget)
-        choice = np.array([per_k.get(int(k), full) for k in task.test.difficulty.numpy()])
+        for k in np.unique(task.test.difficulty.numpy()):
+            per_k.setdefault(int(k), static_index)  # a difficulty the selection rows lack
+        choice = np.array([per_k[int(k)] for k in task.test.difficulty.numpy()])
         picks = test.correct[choice, columns], test.loss[choice, columns], test.cost[choice]
         results["difficulty_matched"] = from_assignment(task.test, paths, choice, *picks, stack)
         results["difficulty_matched"].summary["paths"] = {str(k): list(paths[p]) for k, p in per_k.items()}

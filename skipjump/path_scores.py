@@ -117,28 +117,29 @@ def oracle_assignment(scores: PathScores, budget: float, iterations: int = 60) -
 
 def path_per_group(scores: PathScores, groups: np.ndarray, budget: float) -> dict[int, int]:
     """One path index per group (e.g. per difficulty k), mean cost over the samples <= budget,
-    maximising the number right (ties: lower loss). Exact: groups are few, so the (cost, score)
-    Pareto front of partial choices is built group by group (a Lagrangian over six groups can
+    maximising the number right (ties: lower total loss, then lower cost). Exact: groups are few, so
+    the Pareto front of partial choices is built group by group (a Lagrangian over six groups can
     leave much of the budget unspent)."""
     keys = np.unique(groups)
     sizes = np.array([(groups == g).sum() for g in keys])
-    totals = np.stack([scores.score()[:, groups == g].sum(axis=1) for g in keys], axis=1)  # (P, G)
+    right = np.stack([scores.correct[:, groups == g].sum(axis=1) for g in keys], axis=1)  # (P, G) counts
+    loss = np.stack([scores.loss[:, groups == g].sum(axis=1) for g in keys], axis=1)
     limit = budget * sizes.sum() + 1e-9
-    front: list[tuple[float, float, tuple[int, ...]]] = [(0.0, 0.0, ())]  # (cost, score, paths so far)
+    front: list[tuple] = [(0.0, 0, 0.0, ())]  # (cost, -right, loss, paths so far), cost ascending
     for g, size in enumerate(sizes):
         grown = sorted(
-            (cost + size * scores.cost[p], score + totals[p, g], chosen + (p,))
-            for cost, score, chosen in front
+            (cost + size * scores.cost[p], wrong - int(right[p, g]), lost + float(loss[p, g]), chosen + (p,))
+            for cost, wrong, lost, chosen in front
             for p in range(len(scores.paths))
             if cost + size * scores.cost[p] <= limit
         )
         front = []
-        for item in grown:  # by cost: keep what scores more than everything cheaper
-            if not front or item[1] > front[-1][1]:
+        for item in grown:  # by cost: keep what beats everything cheaper (more right, then less loss)
+            if not front or item[1:3] < front[-1][1:3]:
                 front.append(item)
         if not front:  # nothing fits: the cheapest path for every group
             return {int(k): int(np.argmin(scores.cost)) for k in keys}
-    return {int(k): int(p) for k, p in zip(keys, front[-1][2])}
+    return {int(k): int(p) for k, p in zip(keys, front[-1][3])}
 
 
 def cascade_rule(scores: PathScores, budget: float) -> tuple[int, float]:

@@ -1,3 +1,5 @@
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -89,7 +91,7 @@ def test_the_oracle_maximises_the_samples_right_within_the_budget(budget, right,
     ("budget", "expected"),
     [
         # group 0 (samples 0, 1): cheap 1 right, middle 2, full 2; group 1 (2, 3): cheap 0, middle 1, full 1
-        (1.0, {0: 1, 1: 1}),  # 3 right; full depth is no better for either group, and ties go to the first path
+        (1.0, {0: 1, 1: 1}),  # 3 right; full depth is no better for either group, and ties go to the cheaper path
         (0.55, ({0: 1, 1: 0}, {0: 0, 1: 1})),  # (0.7 + 0.4) / 2: 2 right either way, at the same loss
         (0.5, {0: 0, 1: 0}),  # nothing but cheap + cheap fits: 1 right
         (0.3, {0: 0, 1: 0}),  # nothing fits: the cheapest path
@@ -101,6 +103,46 @@ def test_one_path_per_group_maximises_the_samples_right_within_the_budget(budget
     chosen = path_per_group(scores, groups, budget)
     assert chosen in (expected if isinstance(expected, tuple) else (expected,))
     assert budget < 0.4 or np.mean([scores.cost[chosen[g]] for g in groups]) <= budget + 1e-9
+
+
+def right_and_loss(scores: PathScores, groups: np.ndarray, choice: tuple[int, ...]) -> tuple[int, float]:
+    """(samples right, minus the total loss) when group g runs path choice[g]."""
+    picked, columns = np.array(choice)[groups], np.arange(len(groups))
+    return int(scores.correct[picked, columns].sum()), -float(scores.loss[picked, columns].sum())
+
+
+def test_one_path_per_group_matches_a_brute_force_search():
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        groups = rng.integers(0, 3, size=900)
+        correct = rng.random((4, 900)) < rng.random((4, 1))
+        scores = PathScores(
+            paths=[(0, 3), (0, 2, 3), (0, 1, 3), (0, 1, 2, 3)],
+            cost=np.sort(rng.random(4)),
+            correct=correct,
+            loss=np.where(correct, 0.1, 2.0) + rng.random((4, 900)),
+            confidence=rng.random((4, 900)),
+            searched="all 4 paths",
+        )
+        budget = float(rng.uniform(scores.cost[0], scores.cost[-1]))
+        sizes = np.bincount(groups, minlength=3)
+        fits = [c for c in itertools.product(range(4), repeat=3) if scores.cost[list(c)] @ sizes <= budget * 900]
+        best = max(right_and_loss(scores, groups, c) for c in fits)
+        chosen = path_per_group(scores, groups, budget)
+        assert right_and_loss(scores, groups, tuple(chosen[g] for g in range(3))) == pytest.approx(best)
+
+
+def test_one_more_right_in_a_group_outweighs_any_loss():
+    right = np.arange(2000) < 1001
+    scores = PathScores(
+        paths=[(0, 2), (0, 1, 2)],
+        cost=np.array([0.5, 1.0]),
+        correct=np.stack([right, np.arange(2000) < 1000]),  # path 0: one sample more right
+        loss=np.stack([np.full(2000, 5.0), np.zeros(2000)]),  # path 1: far lower loss on every sample
+        confidence=np.ones((2, 2000)),
+        searched="all 2 paths",
+    )
+    assert path_per_group(scores, np.zeros(2000, dtype=int), 1.0) == {0: 0}
 
 
 def test_static_path_and_the_cascade_on_a_hand_built_case():

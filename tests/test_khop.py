@@ -163,6 +163,7 @@ def test_a_short_khop_run_writes_the_difficulty_fields(tmp_path, capsys):
         "task.test_rows=128",
         "trainer.steps=6",
         "trainer.warmup_steps=2",
+        "trainer.full_depth_steps=1",  # the config's two network stages and its policy stage, in 6 steps
         "trainer.batch_size=16",
         "trainer.eval_every=0",
     ]

@@ -45,6 +45,11 @@ BAD_CONFIGS = [
     (["trainer.schedule=sometimes"], "trainer.schedule: got 'sometimes'"),
     (["trainer.supervised_path=teleport"], "trainer.supervised_path: got 'teleport'"),
     (["trainer.full_depth_steps=100"], "trainer.full_depth_steps: trainer.supervised_path is full already"),
+    (["trainer.schedule=sequential", "trainer.supervised_path=policy"], "the sequential schedule trains the network"),
+    (
+        ["trainer.schedule=sequential", "trainer.supervised_path=random", "trainer.full_depth_steps=500"],
+        "trainer.full_depth_steps: got 500, but under the sequential schedule",
+    ),
     (["trainer.lr=0"], "trainer.lr: got 0.0, must be > 0"),
     (["agent.momentum=1.5"], "agent.momentum: got 1.5, must be in [0, 1]"),
     (["agent.explore=1"], "agent.explore: got 1.0, must be in [0, 1)"),
