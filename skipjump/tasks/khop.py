@@ -10,8 +10,8 @@ Training draws fresh samples every step (a fixed split is memorised long before 
 learned); the batch of step t comes from a generator seeded with (seed, t), so a resumed run
 draws the same batches as an unbroken one. ``train`` (the rows static_matched, cascade_matched
 and oracle imitation use) and ``test`` are fixed sets drawn from a stream of their own. With P = 8
-there are 8! * 8 * 6 = 1.9M possible inputs, so a long run's batches (4000 x 128 = 512K draws)
-contain about a quarter of them: held apart by the generator, not disjoint.
+there are 8! * 8 * 6 = 1.9M possible inputs, so a run's batches (5000 x 128 = 640K draws)
+contain about 28% of them: held apart by the generator, not disjoint.
 """
 
 from __future__ import annotations
