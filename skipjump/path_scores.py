@@ -121,9 +121,10 @@ def path_per_group(scores: PathScores, groups: np.ndarray, budget: float) -> dic
     the Pareto front of partial choices is built group by group (a Lagrangian over six groups can
     leave much of the budget unspent)."""
     keys = np.unique(groups)
-    sizes = np.array([(groups == g).sum() for g in keys])
-    right = np.stack([scores.correct[:, groups == g].sum(axis=1) for g in keys], axis=1)  # (P, G) counts
-    loss = np.stack([scores.loss[:, groups == g].sum(axis=1) for g in keys], axis=1)
+    masks = [groups == g for g in keys]
+    sizes = np.array([mask.sum() for mask in masks])
+    right = np.stack([scores.correct[:, mask].sum(axis=1) for mask in masks], axis=1)  # (P, G) counts
+    loss = np.stack([scores.loss[:, mask].sum(axis=1) for mask in masks], axis=1)
     limit = budget * sizes.sum() + 1e-9
     front: list[tuple] = [(0.0, 0, 0.0, ())]  # (cost, -right, loss, paths so far), cost ascending
     for g, size in enumerate(sizes):

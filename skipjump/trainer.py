@@ -195,17 +195,21 @@ class Trainer:
         self.ranks.seed_paths(self.config.seed, self.step)  # the checkpoint holds rank 0's stream only
 
 
+def cxx_compiler_found() -> bool:
+    """Whether torch.compile finds a C++ compiler (what it needs on the CPU)."""
+    try:  # torch's own search, a private API: if a torch upgrade moves it, say so rather than crash
+        from torch._inductor import cpp_builder
+
+        cpp_builder.get_cpp_compiler()
+        return True
+    except Exception:  # noqa: BLE001 - InvalidCxxCompiler, or an ImportError after an upgrade
+        return False
+
+
 def compile_layers(model: JumpModel, device: torch.device) -> None:
     """``trainer.compile``: compile the stack's layers for full-depth steps, or say what is missing."""
-    if device.type == "cpu":
-        try:  # torch's own search, a private API: if a torch upgrade moves it, say so rather than crash
-            from torch._inductor import cpp_builder
-
-            cpp_builder.get_cpp_compiler()
-        except Exception:  # noqa: BLE001 - InvalidCxxCompiler, or an ImportError after an upgrade
-            raise ConfigError(
-                "trainer.compile: torch.compile finds no C++ compiler (g++, or $CXX); set it false"
-            ) from None
+    if device.type == "cpu" and not cxx_compiler_found():
+        raise ConfigError("trainer.compile: torch.compile finds no C++ compiler (g++, or $CXX); set it false")
     model.stack.compile_full_depth()
 
 

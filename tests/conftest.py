@@ -8,7 +8,7 @@ import torch
 
 from skipjump import JumpStack, StackConfig
 from skipjump.config import Config, from_dict
-from skipjump.trainer import Trainer, build
+from skipjump.trainer import Trainer, build, cxx_compiler_found
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = str(ROOT / "skipjump" / "configs" / "digits.yaml")
@@ -26,18 +26,7 @@ TINY = [  # a model small enough for many short runs per test; everything else a
 ]
 
 
-def has_cxx_compiler() -> bool:
-    """Whether torch.compile finds a C++ compiler (trainer.compile needs one on the CPU)."""
-    try:
-        from torch._inductor import cpp_builder
-
-        cpp_builder.get_cpp_compiler()
-        return True
-    except Exception:  # noqa: BLE001 - no compiler, or torch moved its private API
-        return False
-
-
-needs_cxx = pytest.mark.skipif(not has_cxx_compiler(), reason="torch.compile needs a C++ compiler")
+needs_cxx = pytest.mark.skipif(not cxx_compiler_found(), reason="torch.compile needs a C++ compiler")
 
 
 def tiny_config(*overrides: str) -> Config:
