@@ -29,6 +29,8 @@ PolicyInputs = Literal["input", "state"]
 RewardKind = Literal["compute_minus_loss", "compute_minus_error", "blockdrop"]
 Baseline = Literal["none", "moving_average", "self_critical", "leave_one_out", "value"]
 Credit = Literal["path", "decision"]
+Teacher = Literal["labels", "full_depth"]
+PolicyRows = Literal["held_out", "all"]
 Estimator = Literal["sampled", "exact"]
 Schedule = Literal["alternate", "joint", "sequential"]
 SupervisedPath = Literal["policy", "full", "random", "full_and_policy"]
@@ -76,6 +78,9 @@ class AgentConfig:
     # blockdrop: 1 - compute^2 if right, else -gamma
     reward: RewardKind = "compute_minus_loss"
     loss_cap: float | None = None  # compute_minus_loss: the loss term clipped at this (a bounded penalty)
+    # what the reward's loss compares a path's output with: labels (the task loss), or the same input's
+    # full-depth output (KL(full depth || path), no label read: how far a shortcut moves the answer)
+    teacher: Teacher = "labels"
     lam: float = 0.1  # weight of compute saved in the reward (the starting value if target_compute is set)
     target_compute: float | None = 0.58  # set: lam adapts so the mean compute fraction approaches it
     lam_lr: float = 0.05  # target_compute: lam += lam_lr * (mean compute fraction - target) per policy step
@@ -127,6 +132,8 @@ class TrainerConfig:
     # full network learns the task first, then its short paths learn what they can (on k-hop: the small k)
     full_depth_steps: int = 0
     policy_holdout: float = 0.25  # fraction of the training split kept for policy steps (else every loss is ~0)
+    # held_out: policy steps read only those rows; all: the network's rows too (for agent.teacher=full_depth)
+    policy_rows: PolicyRows = "held_out"
     # > 0: each policy row is replaced, with this probability, by a copy shifted one pixel in one of 8 directions
     # (digits only): the policy sees up to 9 versions of each held-out row (the row itself unless P = 1), not one
     policy_augment: float = 0.0
@@ -316,6 +323,10 @@ def validate(config: Config) -> Config:
         )
     if not 0 <= config.agent.explore < 1:
         raise ConfigError(f"agent.explore: got {config.agent.explore}, must be in [0, 1)")
+    if config.agent.teacher != "labels" and config.agent.reward != "compute_minus_loss":
+        raise ConfigError(
+            f"agent.teacher: only the compute_minus_loss reward compares with a teacher, not {config.agent.reward}"
+        )
     if config.agent.loss_cap is not None and config.agent.reward != "compute_minus_loss":
         raise ConfigError(
             f"agent.loss_cap: only the compute_minus_loss reward has a loss to clip, not {config.agent.reward}"

@@ -8,8 +8,9 @@ Phases (``trainer.schedule``):
 
 Rows: with ``policy_holdout`` > 0, policy steps read a held-out part of the training split that
 supervised steps never touch (on rows the network has memorised every path's loss is ~0 and the
-reward would see only compute). Curriculum: with ``curriculum_steps`` > 0 the policy's decisions
-unlock from the last layer backwards, one per ``curriculum_steps`` policy updates.
+reward would see only compute); ``policy_rows=all`` lets them read the network's rows too, for a
+reward that reads no label (``agent.teacher=full_depth``). Curriculum: with ``curriculum_steps`` > 0
+the policy's decisions unlock from the last layer backwards, one per ``curriculum_steps`` policy updates.
 """
 
 from __future__ import annotations
@@ -58,8 +59,9 @@ class Schedule:
         self.config, self.num_layers = config, num_layers
         order = torch.randperm(train_rows, generator=torch.Generator().manual_seed(seed))
         held = min(round(config.policy_holdout * train_rows), train_rows - 1)
-        self.policy_rows = order[:held] if held > 0 else order  # indices into the training split
+        self.held_out_rows = order[:held] if held > 0 else order  # indices into the training split
         self.network_rows = order[held:]
+        self.policy_rows = order if config.policy_rows == "all" else self.held_out_rows
         batch = batch or config.batch_size
         self.network_sampler = BatchSampler(len(self.network_rows), batch, seed)
         self.policy_sampler = BatchSampler(len(self.policy_rows), batch, seed + 1)

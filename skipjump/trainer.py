@@ -65,7 +65,7 @@ class Trainer:
         (``policy_holdout`` > 0), or a generated task's fixed ``train`` split."""
         if self.task.generated:
             return self.task.train
-        return self.task.train.rows(self.schedule.policy_rows)
+        return self.task.train.rows(self.schedule.held_out_rows)
 
     def first_decision(self) -> int:
         return self.schedule.first_decision(self.policy_updates)

@@ -123,14 +123,25 @@ class Updates:
         }
         return {f"{prefix}/{key}": values[key] for key in TASK_METRICS}
 
-    def _score(self, outputs: torch.Tensor, targets: torch.Tensor, trace: JumpTrace):
-        """Per-sample task loss (B,) and reward (B,) of one forward pass."""
+    def _reference(self, inputs: torch.Tensor, copies: int) -> torch.Tensor | None:
+        """``agent.teacher=full_depth``: the full-depth outputs of ``inputs``, ``copies`` blocks of them
+        (as a routing with that many samples orders its rows); None under the labels teacher."""
+        if self.config.agent.teacher == "labels":
+            return None
+        with torch.no_grad():
+            outputs, _ = self.model(inputs, Routing("full"))
+        return outputs.repeat(copies, *[1] * (outputs.dim() - 1))
+
+    def _score(self, outputs: torch.Tensor, targets: torch.Tensor, trace: JumpTrace, reference=None):
+        """Per-sample task loss (B,) and reward (B,) of one forward pass; with ``reference`` (the same
+        inputs' full-depth outputs) the reward's loss is the divergence from them, not the task loss."""
         a = self.config.agent
         loss = self.task.per_sample_loss(outputs, targets)
         self._check_local("task loss", loss)
         correct = self.task.correct(outputs, targets)
+        penalty = loss.detach() if reference is None else self.task.divergence(outputs.detach(), reference)
         rewards = jump_reward(
-            trace, loss.detach(), correct, kind=a.reward, lam=float(self.agent.lam), gamma=a.gamma, loss_cap=a.loss_cap
+            trace, penalty, correct, kind=a.reward, lam=float(self.agent.lam), gamma=a.gamma, loss_cap=a.loss_cap
         )
         self._check_local("reward", rewards)
         return loss, rewards
@@ -148,7 +159,7 @@ class Updates:
             actions = table.repeat_interleave(n, dim=0)
             every = Routing("imitate", actions=actions, first_decision=first_decision, samples=paths)
             outputs, trace = self.model(inputs, every)  # P blocks of the n inputs
-            task_loss, rewards = self._score(outputs, targets.repeat(paths), trace)
+            task_loss, rewards = self._score(outputs, targets.repeat(paths), trace, self._reference(inputs, paths))
         loss, stats, weights = self.agent.exact_loss(trace, rewards, paths)
         self._check_local("policy loss", loss)
         self.agent.adapt_lam((weights * trace.compute_fraction.view(paths, -1)).sum(dim=0))
@@ -168,12 +179,13 @@ class Updates:
         with self._autocast():
             sample = Routing("sample", first_decision=first_decision, explore=explore, samples=k)
             outputs, trace = self.model(inputs, sample)  # K blocks of the batch
-            task_loss, rewards = self._score(outputs, repeated_targets, trace)
+            task_loss, rewards = self._score(outputs, repeated_targets, trace, self._reference(inputs, k))
             greedy_rewards = None
             if self.config.agent.baseline == "self_critical":
                 with torch.no_grad():
                     greedy_outputs, greedy_trace = self.model(inputs, Routing("greedy", first_decision=first_decision))
-                    _, greedy_rewards = self._score(greedy_outputs, targets, greedy_trace)
+                    reference = self._reference(inputs, 1)
+                    _, greedy_rewards = self._score(greedy_outputs, targets, greedy_trace, reference)
         loss, stats = self.agent.loss(trace, rewards, greedy_rewards)
         self._check_local("policy loss", loss)
         self.agent.adapt_lam(trace.compute_fraction)

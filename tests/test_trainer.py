@@ -95,6 +95,39 @@ def test_policy_holdout_keeps_policy_rows_away_from_supervised_steps(monkeypatch
     assert len(everyone.policy_rows) == len(everyone.network_rows) == train_rows
 
 
+def test_policy_rows_all_lets_policy_steps_read_the_networks_rows_and_keeps_the_held_out_split():
+    trainer = make_trainer("trainer.policy_holdout=0.25", "trainer.policy_rows=all")
+    schedule, train_rows = trainer.schedule, len(trainer.task.train)
+    assert sorted(schedule.policy_rows.tolist()) == list(range(train_rows))
+    assert len(schedule.held_out_rows) == round(0.25 * train_rows)
+    assert set(schedule.held_out_rows.tolist()).isdisjoint(schedule.network_rows.tolist())
+    # references and the oracle's warm start still choose on rows the network never trained on
+    assert torch.equal(trainer.policy_split.targets, trainer.task.train.targets[schedule.held_out_rows])
+
+
+def test_a_full_depth_teacher_scores_paths_by_their_divergence_from_full_depth_and_reads_no_label():
+    updates = make_trainer("agent.teacher=full_depth").updates
+    inputs, targets = updates.task.train.inputs[:16], updates.task.train.targets[:16]
+    with torch.no_grad():
+        full, full_trace = updates.model(inputs, Routing("full"))
+        short, short_trace = updates.model(inputs, Routing("fixed", actions=torch.tensor([2, -1, -1])))
+    reference = updates._reference(inputs, 1)
+    torch.testing.assert_close(reference, full)
+    lam = float(updates.agent.lam)
+    _, rewards = updates._score(short, targets, short_trace, reference)
+    kl = torch.nn.functional.kl_div(short.log_softmax(-1), full.log_softmax(-1), reduction="none", log_target=True)
+    torch.testing.assert_close(rewards, lam * (1 - short_trace.compute_fraction) - kl.sum(-1))
+    _, shuffled = updates._score(short, targets.roll(1), short_trace, reference)
+    torch.testing.assert_close(shuffled, rewards)  # labels are not read
+    _, at_full = updates._score(full, targets, full_trace, reference)
+    torch.testing.assert_close(at_full, lam * (1 - full_trace.compute_fraction))  # full depth diverges by 0
+    _, by_labels = updates._score(short, targets, short_trace)  # the labels teacher: the task loss
+    assert not torch.allclose(by_labels, rewards)
+    assert updates._reference(inputs, 3).shape == (48, *full.shape[1:])  # K blocks, as K sampled paths are
+    with pytest.raises(ConfigError, match="agent.teacher"):
+        make_trainer("agent.teacher=full_depth", "agent.reward=blockdrop", "agent.target_compute=null")
+
+
 def test_policy_augment_shifts_every_policy_row_by_one_pixel_and_leaves_supervised_rows_alone(monkeypatch):
     from skipjump.tasks.digits import from_patches
 

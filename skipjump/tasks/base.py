@@ -98,6 +98,12 @@ class Task(ABC):
         """(B,) task loss; cross-entropy for classification."""
         return F.cross_entropy(outputs, targets, reduction="none")
 
+    def divergence(self, outputs: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+        """(B,) how far ``outputs`` moved from ``reference`` outputs of the same inputs:
+        KL(softmax(reference) || softmax(outputs)) for classification."""
+        log_p, log_q = F.log_softmax(outputs.float(), dim=-1), F.log_softmax(reference.float(), dim=-1)
+        return F.kl_div(log_p, log_q, reduction="none", log_target=True).sum(dim=-1)
+
     def correct(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """(B,) bool."""
         return outputs.argmax(dim=-1) == targets
