@@ -3,9 +3,10 @@
     python experiments/policy_rows_gap.py RUN_DIR [RUN_DIR ...] [--out FILE]
 
 For each finished run, the final evaluation (greedy against static_matched, cascade_matched and
-oracle_matched at the greedy policy's compute, as train.py prints it) is made twice: on the rows
-policy steps read (the held-out part of the training split, which supervised steps never touch;
-a generated task's fixed ``train`` rows) and on the test split. A policy that closes much more
+oracle_matched at the greedy policy's compute, as train.py prints it) is made twice: on the
+held-out part of the training split, which supervised steps never touch (with
+``trainer.policy_rows=held_out`` the only rows policy steps read; with ``all``, the default, a
+quarter of them; a generated task's fixed ``train`` rows) and on the test split. A policy that closes much more
 of the gap on its own rows than on the test split has fitted those rows, not learned routing.
 The static path and the cascade's rule are chosen on the policy's rows in both, as train.py does.
 """

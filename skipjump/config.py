@@ -67,7 +67,9 @@ class StackConfig:
     jump_mix: bool = True  # after a jump, mix in the stack input and the working memory (the seed's)
     policy_inputs: PolicyInputs = "state"  # state: the pooled hidden state at each decision; input: the seed's
     policy_hidden: int = 128  # hidden units of the policy MLP
-    policy_confidence: bool = False  # state policy: also read the task head's confidence on the current state
+    # state policy: also read the task head's confidence on the current state (a task's model passes the head as a
+    # probe; a stack alone has none, so this is off by default and on in the digits config)
+    policy_confidence: bool = False
     policy_state: bool = True  # state policy: read the pooled state (false: only the layer, and the confidence)
     policy_dropout: float = 0.0  # dropout on the pooled state the policy reads, in training (held-out rows are few)
 
@@ -80,7 +82,7 @@ class AgentConfig:
     loss_cap: float | None = None  # compute_minus_loss: the loss term clipped at this (a bounded penalty)
     # what the reward's loss compares a path's output with: labels (the task loss), or the same input's
     # full-depth output (KL(full depth || path), no label read: how far a shortcut moves the answer)
-    teacher: Teacher = "labels"
+    teacher: Teacher = "full_depth"
     lam: float = 0.1  # weight of compute saved in the reward (the starting value if target_compute is set)
     target_compute: float | None = 0.58  # set: lam adapts so the mean compute fraction approaches it
     lam_lr: float = 0.05  # target_compute: lam += lam_lr * (mean compute fraction - target) per policy step
@@ -131,9 +133,12 @@ class TrainerConfig:
     # supervised steps before step N run full depth, whatever supervised_path says: with random paths after, the
     # full network learns the task first, then its short paths learn what they can (on k-hop: the small k)
     full_depth_steps: int = 0
-    policy_holdout: float = 0.25  # fraction of the training split kept for policy steps (else every loss is ~0)
-    # held_out: policy steps read only those rows; all: the network's rows too (for agent.teacher=full_depth)
-    policy_rows: PolicyRows = "held_out"
+    # fraction of the training split the network never trains on: the references are chosen there (on rows the
+    # network memorised every path is right), and with policy_rows=held_out policy steps read only it
+    policy_holdout: float = 0.25
+    # held_out: policy steps read only the held-out rows; all: every training row, which needs a reward that reads
+    # no label (agent.teacher=full_depth): the labels of rows the network memorised give every path a ~0 loss
+    policy_rows: PolicyRows = "all"
     # > 0: each policy row is replaced, with this probability, by a copy shifted one pixel in one of 8 directions
     # (digits only): the policy sees up to 9 versions of each held-out row (the row itself unless P = 1), not one
     policy_augment: float = 0.0
@@ -325,7 +330,13 @@ def validate(config: Config) -> Config:
         raise ConfigError(f"agent.explore: got {config.agent.explore}, must be in [0, 1)")
     if config.agent.teacher != "labels" and config.agent.reward != "compute_minus_loss":
         raise ConfigError(
-            f"agent.teacher: only the compute_minus_loss reward compares with a teacher, not {config.agent.reward}"
+            f"agent.teacher: only the compute_minus_loss reward compares with a teacher, not {config.agent.reward};"
+            " set agent.teacher=labels and trainer.policy_rows=held_out"
+        )
+    if config.agent.teacher == "labels" and config.trainer.policy_rows == "all" and config.trainer.policy_holdout > 0:
+        raise ConfigError(
+            "trainer.policy_rows: all reads the labels of rows the network trained on under agent.teacher=labels"
+            " (every path's loss is ~0 there); set trainer.policy_rows=held_out"
         )
     if config.agent.loss_cap is not None and config.agent.reward != "compute_minus_loss":
         raise ConfigError(

@@ -7,7 +7,8 @@ trained, frozen network, one step per jump decision.
                  spent so far
     action       Discrete(max_jump + 1): skip that many layers; a jump past the last layer lands
                  on it (``info["action_mask"]`` marks the actions that land on distinct layers)
-    reward       the trainer's :func:`~skipjump.reward.jump_reward`, paid when the last layer has
+    reward       the trainer's :func:`~skipjump.reward.jump_reward` (with ``agent.teacher=full_depth``
+                 its loss is the path's divergence from full depth), paid when the last layer has
                  run; ``shaped=True`` pays lam * (compute a jump saved) at each jump and the rest
                  at the end, so an episode's return is unchanged
     info         at the end: row, label, loss, correct, layers, compute_fraction, actions, executed
@@ -42,7 +43,7 @@ from skipjump.registration import ENV_IDS
 from skipjump.reward import jump_reward
 from skipjump.runlog import checkpoint_path
 from skipjump.runs import load_trained
-from skipjump.stack import JumpTrace
+from skipjump.stack import JumpTrace, Routing
 from skipjump.tasks import JumpModel, Split, Task
 from skipjump.trainer import build
 
@@ -57,7 +58,7 @@ class Source:
     config: Config
     task: Task
     model: JumpModel
-    splits: dict[str, Split]  # policy: the rows the trainer's policy steps read; test; train
+    splits: dict[str, Split]  # policy: the held-out training rows the network never trained on; test; train
     lam: float  # the reward's weight of compute saved (a run's: the value it ended with)
 
 
@@ -233,7 +234,11 @@ class Episodes:
             compute_fraction=compute,
             features=self.x[slots].mean(dim=1),
         )
-        rewards = jump_reward(trace, loss, correct, kind=a.reward, lam=self.lam, gamma=a.gamma, loss_cap=a.loss_cap)
+        penalty = loss
+        if a.teacher == "full_depth":  # as the trainer scores paths: by their divergence from full depth
+            reference, _ = self.source.model(self.split.inputs[self.rows[slots]], Routing("full"))
+            penalty = task.divergence(outputs, reference)
+        rewards = jump_reward(trace, penalty, correct, kind=a.reward, lam=self.lam, gamma=a.gamma, loss_cap=a.loss_cap)
         info = {
             "row": self.rows[slots].numpy(),
             "label": targets.numpy(),
@@ -259,8 +264,8 @@ def _check_action(action: Any, space: spaces.Discrete) -> int:
 
 
 class JumpEnv(gymnasium.Env):
-    """One input per episode, drawn with ``self.np_random`` from ``split`` ("policy": the rows the
-    trainer's policy steps read; "test"; "train"). See the module docstring for the spaces.
+    """One input per episode, drawn with ``self.np_random`` from ``split`` ("policy": the held-out
+    training rows the network never trained on; "test"; "train"). See the module docstring for the spaces.
 
     run_dir: a run directory (its network and final lam; ``task``, if given, must be its task);
     else an untrained network from ``config`` or the shipped config of ``task`` (default digits).

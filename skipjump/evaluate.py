@@ -231,7 +231,8 @@ def evaluate(
     oracle_matched  each test sample its own path (reads the labels: a ceiling, see path_scores.py)
 
     first_decision: the curriculum's; the greedy policy makes only the decisions it was trained on.
-    selection: the rows the policy trained on (default: the training split), at most ``selection_rows``.
+    selection: rows the network never trained on (train.py: the held-out rows; default: the training split),
+        at most ``selection_rows``.
     """
     stack = model.stack
     tokens = sequence_length(model, task.test)

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import yaml
 
 from skipjump.checkpoint import (
     CheckpointError,
@@ -52,13 +53,27 @@ OPTIONAL_TRACE_ARRAYS = {  # tasks whose difficulty is known by construction (k-
 }
 
 
+# Options whose default changed, and the value a run whose config.yaml predates them (has no such key) trained with
+PREDATING = {"agent.teacher": "labels", "trainer.policy_rows": "held_out"}
+
+
 def read_run(run_dir: str | Path, overrides: list[str] = ()) -> tuple[Config, dict[str, Any]]:
     """The run's config (with ``overrides``) and its last checkpoint's state."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise ConfigError(f"{run_dir}: no such run directory")
-    config = load(run_dir / "config.yaml", overrides)
+    path = run_dir / "config.yaml"
+    config = load(path, overrides)
+    saved = yaml.safe_load(path.read_text())  # load() has checked the file
+    older = [f"{key}={value}" for key, value in PREDATING.items() if not has_key(saved, key)]
+    if older:  # the run keeps what it trained with (the overrides still win)
+        config = load(path, [*older, *overrides])
     return config, load_checkpoint(checkpoint_path(run_dir))
+
+
+def has_key(data: dict, dotted: str) -> bool:
+    section, key = dotted.split(".")
+    return isinstance(data.get(section), dict) and key in data[section]
 
 
 def load_trained(run_dir: str | Path) -> tuple[Trainer, dict[str, Any]]:

@@ -61,8 +61,9 @@ class Trainer:
 
     @property
     def policy_split(self) -> Split:
-        """Rows like those policy steps read, kept from supervised steps: the held-out training rows
-        (``policy_holdout`` > 0), or a generated task's fixed ``train`` split."""
+        """Rows kept from supervised steps, on which the references are chosen: the held-out training
+        rows (``policy_holdout`` > 0; policy steps read them, and the network's too with
+        ``policy_rows=all``), or a generated task's fixed ``train`` split."""
         if self.task.generated:
             return self.task.train
         return self.task.train.rows(self.schedule.held_out_rows)

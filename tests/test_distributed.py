@@ -83,11 +83,13 @@ def spawn(worker, tmp_path: Path, world: int, *args, suffix: str = "pt", join: b
 
 
 def _nan_worker(rank: int, world: int, out: Path, nan_at: int) -> None:
-    """Rank 1's task loss turns NaN at step ``nan_at``, rank 0's never does."""
+    """Rank 1's task loss and divergence from full depth (what the reward reads) turn NaN at step ``nan_at``,
+    rank 0's never do."""
     trainer = build(tiny_config("trainer.batch_size=8"), ranks=Ranks(rank, world))
     if rank == 1:
-        loss = trainer.task.per_sample_loss
-        trainer.task.per_sample_loss = lambda o, t: loss(o, t) * (math.nan if trainer.step == nan_at else 1.0)
+        task, loss, divergence = trainer.task, trainer.task.per_sample_loss, trainer.task.divergence
+        task.per_sample_loss = lambda o, t: loss(o, t) * (math.nan if trainer.step == nan_at else 1.0)
+        task.divergence = lambda o, r: divergence(o, r) * (math.nan if trainer.step == nan_at else 1.0)
     try:
         trainer.train()
         outcome = "finished"

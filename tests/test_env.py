@@ -22,6 +22,7 @@ VARIANTS = {  # policy designs and stack options the environment must reproduce
     "head confidence": ("model.policy_confidence=true",),
     "no jump mix": ("model.jump_mix=false",),
     "the seed's input policy": ("model.policy_inputs=input",),
+    "the labels teacher": ("agent.teacher=labels", "trainer.policy_rows=held_out"),
 }
 
 
@@ -78,6 +79,9 @@ def test_fixed_actions_give_the_models_logits_and_reward(variant, actions):
         env_outputs = env.episodes.outputs(torch.zeros(1, dtype=torch.long))
         torch.testing.assert_close(env_outputs, outputs, rtol=1e-5, atol=1e-5)
         loss = source.task.per_sample_loss(outputs, split.targets[row : row + 1])
+        if agent.teacher == "full_depth":  # the default: the reward's loss is the divergence from full depth
+            with torch.no_grad():
+                loss = source.task.divergence(outputs, model(split.inputs[row : row + 1], Routing("full"))[0])
         correct = source.task.correct(outputs, split.targets[row : row + 1])
         expected = jump_reward(trace, loss, correct, kind=agent.reward, lam=lam, gamma=agent.gamma)
         assert total == pytest.approx(float(expected[0]), abs=1e-5)
@@ -163,14 +167,14 @@ def test_the_vector_env_matches_single_episodes_and_autoresets(source):
 
 def test_registered_ids_make_envs_with_and_without_a_run(tiny_run):
     env = gymnasium.make("skipjump/Digits-v0")  # no arguments: an untrained network from the shipped config
-    assert env.observation_space.shape == (64 + 2,)
+    assert env.observation_space.shape == (64 + 2 + 2,)  # the shipped policy reads the head's confidence too
     env = gymnasium.make("skipjump/Digits-v0", run_dir=str(tiny_run), split="test")
     obs, _ = env.reset(seed=0)
-    assert obs.shape == (16 + 2,)  # the run's tiny model
+    assert obs.shape == (16 + 2 + 2,)  # the run's tiny model, its policy reading the confidence too
     lam = float(torch.load(tiny_run / "checkpoints" / "last.pt", weights_only=True)["updates"]["agent"]["lam"])
     assert env.unwrapped.episodes.lam == pytest.approx(lam)
     vec = gymnasium.make_vec("skipjump/Digits-v0", num_envs=4, vectorization_mode="vector_entry_point")
-    assert vec.reset(seed=0)[0].shape == (4, 66)
+    assert vec.reset(seed=0)[0].shape == (4, 68)
 
 
 @pytest.mark.parametrize(

@@ -199,7 +199,15 @@ def test_a_short_khop_run_writes_the_difficulty_fields(tmp_path, capsys):
 
 def test_policy_options_refuse_combinations_that_would_do_nothing():
     with pytest.raises(ConfigError, match="agent.loss_cap: only the compute_minus_loss reward"):
-        from_dict({}, ["agent.loss_cap=1", "agent.reward=compute_minus_error"])
+        from_dict(
+            {},
+            [
+                "agent.loss_cap=1",
+                "agent.reward=compute_minus_error",
+                "agent.teacher=labels",
+                "trainer.policy_rows=held_out",
+            ],
+        )
     with pytest.raises(ConfigError, match="set one of them to 0"):
         from_dict({}, ["trainer.imitation_steps=5", "trainer.curriculum_steps=5"])
     with pytest.raises(ConfigError, match="needs a budget; set agent.target_compute"):

@@ -299,7 +299,7 @@ MALFORMED = {
     ),
     "batch position negative": (
         lambda s: s["schedule"]["policy"].update(position=-3),
-        "schedule.policy.position: got -3, must be in [0, 360]",
+        "schedule.policy.position: got -3, must be in [0, 1438]",
     ),
     "torch generator state of the wrong dtype": (
         lambda s: s["random"].update(torch=s["random"]["torch"].float()),
@@ -467,3 +467,17 @@ def test_a_failed_metrics_write_mid_run_is_one_line(tmp_path, capsys, monkeypatc
     assert f"error: step 4: cannot write {where}: No space left on device" in err
     assert f"the last good checkpoint is kept in {checkpoint(run_dir)}" in err
     assert load_checkpoint(checkpoint(run_dir))["step"] == 2  # step 4 logs before it saves
+
+
+def test_a_run_written_before_a_default_changed_loads_with_what_it_trained_with(run_dir):
+    from skipjump.runs import read_run
+
+    assert read_run(run_dir)[0].agent.teacher == "full_depth"  # written with today's defaults: as written
+    path = run_dir / "config.yaml"
+    text = path.read_text()
+    path.write_text(
+        "\n".join(line for line in text.splitlines() if "teacher:" not in line and "policy_rows:" not in line)
+    )
+    config = read_run(run_dir)[0]
+    assert (config.agent.teacher, config.trainer.policy_rows) == ("labels", "held_out")
+    assert read_run(run_dir, ["agent.teacher=full_depth", "trainer.policy_rows=all"])[0].agent.teacher == "full_depth"

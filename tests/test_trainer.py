@@ -59,7 +59,7 @@ def test_an_exact_policy_step_runs_every_path_of_its_first_inputs_and_moves_lam_
     updates.model.head.register_forward_hook(lambda module, args, out: routed.append(out.shape[0]))
     lam = float(updates.agent.lam)
     stats, trace = updates.policy(inputs, targets)
-    assert routed == [4 * 4]  # the tiny stack's 4 paths, for each of the first 4 inputs
+    assert routed == [4 * 4, 4]  # the tiny stack's 4 paths for each of the first 4 inputs, then their full depth
     assert changed(policy, updates.policy_params) and not changed(network, updates.network_params)
     assert trace.actions.shape[0] == 4  # one path per input, drawn from the policy, for the logs
     assert 0 < stats["policy/entropy"] < 1.1 and stats["policy/unique_paths"] <= 4
@@ -68,7 +68,7 @@ def test_an_exact_policy_step_runs_every_path_of_its_first_inputs_and_moves_lam_
 
 
 def test_policy_holdout_keeps_policy_rows_away_from_supervised_steps(monkeypatch):
-    trainer = make_trainer("trainer.policy_holdout=0.25", "trainer.warmup_steps=2")
+    trainer = make_trainer("trainer.policy_holdout=0.25", "trainer.policy_rows=held_out", "trainer.warmup_steps=2")
     schedule = trainer.schedule
     train_rows = len(trainer.task.train)
     assert len(schedule.policy_rows) == round(0.25 * train_rows)
@@ -126,6 +126,9 @@ def test_a_full_depth_teacher_scores_paths_by_their_divergence_from_full_depth_a
     assert updates._reference(inputs, 3).shape == (48, *full.shape[1:])  # K blocks, as K sampled paths are
     with pytest.raises(ConfigError, match="agent.teacher"):
         make_trainer("agent.teacher=full_depth", "agent.reward=blockdrop", "agent.target_compute=null")
+    with pytest.raises(ConfigError, match="trainer.policy_rows: all reads the labels"):
+        make_trainer("agent.teacher=labels", "trainer.policy_rows=all", "trainer.policy_holdout=0.25")
+    make_trainer("agent.teacher=labels", "trainer.policy_rows=all", "trainer.policy_holdout=0")  # no rows to tell apart
 
 
 def test_policy_augment_shifts_every_policy_row_by_one_pixel_and_leaves_supervised_rows_alone(monkeypatch):
