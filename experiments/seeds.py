@@ -26,8 +26,8 @@ from pathlib import Path
 
 import torch
 
-from skipjump.config import load
 from skipjump.provenance import provenance
+from skipjump.runs import read_config
 
 ROOT = Path(__file__).resolve().parents[1]
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     threads = 1 if args.jobs > 1 or args.nproc > 1 else None
     rows, pending = {}, [] if args.collect else list(args.seeds)
     for run_dir in args.collect or []:
-        rows[str(load(Path(run_dir) / "config.yaml").seed)] = seed_row(Path(run_dir))
+        rows[str(read_config(run_dir).seed)] = seed_row(Path(run_dir))
     running: list[tuple[int, Path, subprocess.Popen]] = []
     while pending or running:
         while pending and len(running) < args.jobs:

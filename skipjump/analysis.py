@@ -14,8 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from skipjump.config import load
-from skipjump.runs import TraceError, read_trace
+from skipjump.runs import TraceError, read_config, read_trace
 from skipjump.tasks import make_task
 from skipjump.tasks.digits import from_patches
 
@@ -136,7 +135,7 @@ def extreme_inputs(run_dir: str | Path, policy: str = "greedy", count: int = 6) 
     """The ``count`` test inputs that ran the fewest and the most layers, as digit images (None
     for a task without images); among ties, the first in test order. Rebuilds the test split
     from config.yaml (no download)."""
-    config = load(Path(run_dir) / "config.yaml")
+    config = read_config(run_dir)
     if config.task.name != "digits":
         return None
     test = make_task(config.task, config.seed).test

@@ -71,7 +71,7 @@ class StackConfig:
     # probe; a stack alone has none, so this is off by default and on in the digits config)
     policy_confidence: bool = False
     policy_state: bool = True  # state policy: read the pooled state (false: only the layer, and the confidence)
-    policy_dropout: float = 0.0  # dropout on the pooled state the policy reads, in training (held-out rows are few)
+    policy_dropout: float = 0.0  # dropout on the pooled state the policy reads, in training (against memorising rows)
 
 
 @dataclass
@@ -140,7 +140,7 @@ class TrainerConfig:
     # no label (agent.teacher=full_depth): the labels of rows the network memorised give every path a ~0 loss
     policy_rows: PolicyRows = "all"
     # > 0: each policy row is replaced, with this probability, by a copy shifted one pixel in one of 8 directions
-    # (digits only): the policy sees up to 9 versions of each held-out row (the row itself unless P = 1), not one
+    # (digits only): the policy sees up to 9 versions of each row it reads (the row itself unless P = 1), not one
     policy_augment: float = 0.0
     imitation_steps: int = 0  # > 0: the policy first imitates the oracle's paths on held-out rows (see trainer.py)
     imitation_rows: int = 2048  # rows whose oracle paths are imitated (every path is scored on each)

@@ -93,6 +93,15 @@ def load_source(run_dir: str | Path | None = None, task: str | None = None, conf
     return Source(config, trainer.task, trainer.model.eval().requires_grad_(False), splits, lam)
 
 
+@torch.no_grad()
+def reward_loss(source: Source, inputs: torch.Tensor, outputs: torch.Tensor, task_loss: torch.Tensor) -> torch.Tensor:
+    """(B,) the loss term of the trainer's reward for ``outputs`` of ``inputs``: ``task_loss``, or under
+    ``agent.teacher=full_depth`` their divergence from the same inputs' full-depth outputs."""
+    if source.config.agent.teacher == "labels":
+        return task_loss
+    return source.task.divergence(outputs, source.model(inputs, Routing("full"))[0])
+
+
 class Episodes:
     """The state of N episodes on one frozen model; slot s holds one input at a time.
 
@@ -234,10 +243,7 @@ class Episodes:
             compute_fraction=compute,
             features=self.x[slots].mean(dim=1),
         )
-        penalty = loss
-        if a.teacher == "full_depth":  # as the trainer scores paths: by their divergence from full depth
-            reference, _ = self.source.model(self.split.inputs[self.rows[slots]], Routing("full"))
-            penalty = task.divergence(outputs, reference)
+        penalty = reward_loss(self.source, self.split.inputs[self.rows[slots]], outputs, loss)
         rewards = jump_reward(trace, penalty, correct, kind=a.reward, lam=self.lam, gamma=a.gamma, loss_cap=a.loss_cap)
         info = {
             "row": self.rows[slots].numpy(),

@@ -2,8 +2,8 @@
 
 random_matched solves for random skipping's jump probability p (exact expected compute, no
 sampling); static_matched, cascade_matched and (for a task whose samples carry a difficulty)
-difficulty_matched are chosen on the rows the policy was trained on (the trainer's held-out
-policy rows, or the training split), never on the test split;
+difficulty_matched are chosen on rows the network never trained on (the trainer's held-out rows,
+or the training split), never on the test split;
 oracle_matched is a ceiling that reads the test labels. ``gap_closed`` = (greedy - static) /
 (oracle - static): the share of per-sample routing's headroom the policy takes.
 """

@@ -29,7 +29,8 @@ def jump_reward(
     blockdrop:           r = 1 - compute_fraction^2 if correct else -gamma   (Wu et al. 2018;
                          compute fraction in place of their block count)
 
-    loss (B,) is each sample's task loss; correct (B,) bool is needed for the last two. A loss cap
+    loss (B,) is each sample's task loss, or under ``agent.teacher=full_depth`` its path's divergence
+    from full depth; correct (B,) bool is needed for the last two. A loss cap
     bounds the penalty of a confidently wrong answer, which compute saved (at most lam) can
     never outweigh otherwise.
     """

@@ -25,7 +25,7 @@ from skipjump.checkpoint import (
     load_checkpoint,
     load_module_state,
 )
-from skipjump.config import Config, ConfigError, cut, load
+from skipjump.config import MAX_CONFIG_BYTES, Config, ConfigError, cut, load
 from skipjump.runlog import checkpoint_path
 from skipjump.tasks import DataError, JumpModel, Task
 from skipjump.trainer import STATE_KEYS, Trainer, build
@@ -62,13 +62,20 @@ def read_run(run_dir: str | Path, overrides: list[str] = ()) -> tuple[Config, di
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise ConfigError(f"{run_dir}: no such run directory")
-    path = run_dir / "config.yaml"
-    config = load(path, overrides)
-    saved = yaml.safe_load(path.read_text())  # load() has checked the file
+    return read_config(run_dir, overrides), load_checkpoint(checkpoint_path(run_dir))
+
+
+def read_config(run_dir: str | Path, overrides: list[str] = ()) -> Config:
+    """The run's config.yaml with ``overrides``; keys it predates (``PREDATING``) take the value it trained with."""
+    path, saved = Path(run_dir) / "config.yaml", None
+    if path.is_file() and path.stat().st_size <= MAX_CONFIG_BYTES:
+        try:
+            saved = yaml.safe_load(path.read_text())
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            pass  # load() below names what is wrong with the file
+    saved = saved if isinstance(saved, dict) else {}
     older = [f"{key}={value}" for key, value in PREDATING.items() if not has_key(saved, key)]
-    if older:  # the run keeps what it trained with (the overrides still win)
-        config = load(path, [*older, *overrides])
-    return config, load_checkpoint(checkpoint_path(run_dir))
+    return load(path, [*older, *overrides])
 
 
 def has_key(data: dict, dotted: str) -> bool:

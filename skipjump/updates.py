@@ -179,12 +179,13 @@ class Updates:
         with self._autocast():
             sample = Routing("sample", first_decision=first_decision, explore=explore, samples=k)
             outputs, trace = self.model(inputs, sample)  # K blocks of the batch
-            task_loss, rewards = self._score(outputs, repeated_targets, trace, self._reference(inputs, k))
+            reference = self._reference(inputs, k)
+            task_loss, rewards = self._score(outputs, repeated_targets, trace, reference)
             greedy_rewards = None
             if self.config.agent.baseline == "self_critical":
                 with torch.no_grad():
                     greedy_outputs, greedy_trace = self.model(inputs, Routing("greedy", first_decision=first_decision))
-                    reference = self._reference(inputs, 1)
+                    reference = None if reference is None else reference[: len(inputs)]  # one block of K
                     _, greedy_rewards = self._score(greedy_outputs, targets, greedy_trace, reference)
         loss, stats = self.agent.loss(trace, rewards, greedy_rewards)
         self._check_local("policy loss", loss)

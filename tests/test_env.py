@@ -167,14 +167,14 @@ def test_the_vector_env_matches_single_episodes_and_autoresets(source):
 
 def test_registered_ids_make_envs_with_and_without_a_run(tiny_run):
     env = gymnasium.make("skipjump/Digits-v0")  # no arguments: an untrained network from the shipped config
-    assert env.observation_space.shape == (64 + 2 + 2,)  # the shipped policy reads the head's confidence too
+    assert env.observation_space.shape == (64 + 2,)
     env = gymnasium.make("skipjump/Digits-v0", run_dir=str(tiny_run), split="test")
     obs, _ = env.reset(seed=0)
-    assert obs.shape == (16 + 2 + 2,)  # the run's tiny model, its policy reading the confidence too
+    assert obs.shape == (16 + 2,)  # the run's tiny model
     lam = float(torch.load(tiny_run / "checkpoints" / "last.pt", weights_only=True)["updates"]["agent"]["lam"])
     assert env.unwrapped.episodes.lam == pytest.approx(lam)
     vec = gymnasium.make_vec("skipjump/Digits-v0", num_envs=4, vectorization_mode="vector_entry_point")
-    assert vec.reset(seed=0)[0].shape == (4, 68)
+    assert vec.reset(seed=0)[0].shape == (4, 66)
 
 
 @pytest.mark.parametrize(

@@ -475,9 +475,11 @@ def test_a_run_written_before_a_default_changed_loads_with_what_it_trained_with(
     assert read_run(run_dir)[0].agent.teacher == "full_depth"  # written with today's defaults: as written
     path = run_dir / "config.yaml"
     text = path.read_text()
-    path.write_text(
-        "\n".join(line for line in text.splitlines() if "teacher:" not in line and "policy_rows:" not in line)
-    )
+    older = "\n".join(line for line in text.splitlines() if "teacher:" not in line and "policy_rows:" not in line)
+    path.write_text(older)
     config = read_run(run_dir)[0]
     assert (config.agent.teacher, config.trainer.policy_rows) == ("labels", "held_out")
     assert read_run(run_dir, ["agent.teacher=full_depth", "trainer.policy_rows=all"])[0].agent.teacher == "full_depth"
+    blockdrop = older.replace("reward: compute_minus_loss", "reward: blockdrop")  # refused with the teacher
+    path.write_text(blockdrop.replace("target_compute: 0.58", "target_compute: null"))
+    assert read_run(run_dir)[0].agent.reward == "blockdrop"

@@ -131,6 +131,21 @@ def test_a_full_depth_teacher_scores_paths_by_their_divergence_from_full_depth_a
     make_trainer("agent.teacher=labels", "trainer.policy_rows=all", "trainer.policy_holdout=0")  # no rows to tell apart
 
 
+@pytest.mark.parametrize("estimator", ["sampled", "exact"])
+def test_the_teacher_pairs_every_copy_of_an_input_with_that_inputs_full_depth(monkeypatch, estimator):
+    updates = make_trainer(f"agent.estimator={estimator}", "agent.exact_inputs=16").updates
+    inputs, targets = updates.task.train.inputs[:16], updates.task.train.targets[:16]
+    scored, score = [], updates._score
+    monkeypatch.setattr(updates, "_score", lambda *args: scored.append((args[2], score(*args)[1])) or score(*args))
+    lam = float(updates.agent.lam)
+    updates._policy_loss(inputs, targets, 0, 0.0)
+    ((trace, rewards),) = scored
+    full = trace.executed.all(dim=1)  # copies that ran full depth: no divergence from their own input's
+    assert full[len(inputs) :].any()  # some beyond the first block of copies
+    # paired with another input's full depth, a copy would diverge from it
+    torch.testing.assert_close(rewards[full], lam * (1 - trace.compute_fraction[full]))
+
+
 def test_policy_augment_shifts_every_policy_row_by_one_pixel_and_leaves_supervised_rows_alone(monkeypatch):
     from skipjump.tasks.digits import from_patches
 
