@@ -67,8 +67,8 @@ class StackConfig:
     jump_mix: bool = True  # after a jump, mix in the stack input and the working memory (the seed's)
     policy_inputs: PolicyInputs = "state"  # state: the pooled hidden state at each decision; input: the seed's
     policy_hidden: int = 128  # hidden units of the policy MLP
-    # state policy: also read the task head's confidence on the current state (a task's model passes the head as a
-    # probe; a stack alone has none, so this is off by default and on in the digits config)
+    # state policy: also read the task head's confidence on the current state (a task's model passes its head as
+    # a probe; a stack alone has none)
     policy_confidence: bool = False
     policy_state: bool = True  # state policy: read the pooled state (false: only the layer, and the confidence)
     policy_dropout: float = 0.0  # dropout on the pooled state the policy reads, in training (against memorising rows)
