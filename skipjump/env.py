@@ -11,7 +11,8 @@ trained, frozen network, one step per jump decision.
                  its loss is the path's divergence from full depth), paid when the last layer has
                  run; ``shaped=True`` pays lam * (compute a jump saved) at each jump and the rest
                  at the end, so an episode's return is unchanged
-    info         at the end: row, label, loss, correct, layers, compute_fraction, actions, executed
+    info         at the end: row, label, loss (the task loss against the label, whatever the reward's
+                 teacher), correct, layers, compute_fraction, actions, executed
 
 Each decision is charged the built-in policy's FLOPs (``decision_flops``; a run with the seed's
 input policy is charged one call per input), as in the trainer's reward, so rewards compare with
