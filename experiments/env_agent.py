@@ -36,10 +36,10 @@ from tqdm import tqdm
 
 from skipjump.agent import ReinforceAgent
 from skipjump.config import AgentConfig
-from skipjump.env import JumpEnv, JumpVectorEnv, Source, load_source, reward_loss
+from skipjump.env import JumpEnv, JumpVectorEnv, Source, load_source
 from skipjump.evaluate import match_random_p, sequence_length
 from skipjump.provenance import provenance
-from skipjump.reward import jump_reward
+from skipjump.reward import jump_reward, reward_loss
 from skipjump.runs import LOAD_ERRORS
 from skipjump.stack import JumpTrace, Routing
 
@@ -151,7 +151,8 @@ def evaluate_in_model(source: Source, routing: Routing) -> dict[str, float]:
     """The run's own model on the test split under ``routing``, rewarded as the trainer does."""
     test, a = source.splits["test"], source.config.agent
     outputs, trace = source.model(test.inputs, routing)
-    loss = reward_loss(source, test.inputs, outputs, source.task.per_sample_loss(outputs, test.targets))
+    loss = source.task.per_sample_loss(outputs, test.targets)
+    loss = reward_loss(source.task, source.model, a.teacher, test.inputs, outputs, loss)
     correct = source.task.correct(outputs, test.targets)
     reward = jump_reward(trace, loss, correct, kind=a.reward, lam=source.lam, gamma=a.gamma, loss_cap=a.loss_cap)
     return summarise(reward.numpy(), correct.numpy(), trace.compute_fraction.numpy())

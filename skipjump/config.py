@@ -415,6 +415,11 @@ def from_dict(data: dict[str, Any], overrides: list[str] = ()) -> Config:
 
 def load(path: str | Path, overrides: list[str] = ()) -> Config:
     """Read a YAML config, apply ``key=value`` overrides, check everything."""
+    return from_dict(read_mapping(path), overrides)
+
+
+def read_mapping(path: str | Path) -> dict:
+    """A config file's YAML mapping, unchecked beyond being one (safe_load, size-capped)."""
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"config file not found: {path}")
@@ -428,7 +433,7 @@ def load(path: str | Path, overrides: list[str] = ()) -> Config:
         raise ConfigError(f"cannot read config {path}: {cut(str(error).splitlines()[0], 120)}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of config keys, got {short(data)}")
-    return from_dict(data, overrides)
+    return data
 
 
 def to_yaml(config: Config) -> str:

@@ -41,10 +41,10 @@ from skipjump.checkpoint import CheckpointError, random_states, set_random_state
 from skipjump.config import Config, load
 from skipjump.evaluate import sequence_length
 from skipjump.registration import ENV_IDS
-from skipjump.reward import jump_reward
+from skipjump.reward import jump_reward, reward_loss
 from skipjump.runlog import checkpoint_path
 from skipjump.runs import load_trained
-from skipjump.stack import JumpTrace, Routing
+from skipjump.stack import JumpTrace
 from skipjump.tasks import JumpModel, Split, Task
 from skipjump.trainer import build
 
@@ -92,15 +92,6 @@ def load_source(run_dir: str | Path | None = None, task: str | None = None, conf
         set_random_states(saved)
     splits = {"policy": trainer.policy_split, "test": trainer.task.test, "train": trainer.task.train}
     return Source(config, trainer.task, trainer.model.eval().requires_grad_(False), splits, lam)
-
-
-@torch.no_grad()
-def reward_loss(source: Source, inputs: torch.Tensor, outputs: torch.Tensor, task_loss: torch.Tensor) -> torch.Tensor:
-    """(B,) the loss term of the trainer's reward for ``outputs`` of ``inputs``: ``task_loss``, or under
-    ``agent.teacher=full_depth`` their divergence from the same inputs' full-depth outputs."""
-    if source.config.agent.teacher == "labels":
-        return task_loss
-    return source.task.divergence(outputs, source.model(inputs, Routing("full"))[0])
 
 
 class Episodes:
@@ -244,7 +235,8 @@ class Episodes:
             compute_fraction=compute,
             features=self.x[slots].mean(dim=1),
         )
-        penalty = reward_loss(self.source, self.split.inputs[self.rows[slots]], outputs, loss)
+        inputs = self.split.inputs[self.rows[slots]]
+        penalty = reward_loss(task, self.source.model, a.teacher, inputs, outputs, loss)
         rewards = jump_reward(trace, penalty, correct, kind=a.reward, lam=self.lam, gamma=a.gamma, loss_cap=a.loss_cap)
         info = {
             "row": self.rows[slots].numpy(),

@@ -6,10 +6,34 @@ import typing
 
 import torch
 
-from skipjump.config import RewardKind
-from skipjump.stack import JumpTrace
+from skipjump.config import RewardKind, Teacher
+from skipjump.stack import JumpTrace, Routing
+
+if typing.TYPE_CHECKING:
+    from skipjump.tasks import JumpModel, Task
 
 REWARDS = typing.get_args(RewardKind)
+
+
+@torch.no_grad()
+def reward_loss(
+    task: Task,
+    model: JumpModel,
+    teacher: Teacher,
+    inputs: torch.Tensor,
+    outputs: torch.Tensor,
+    task_loss: torch.Tensor,
+    reference: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """(K * B,) the reward's loss term for ``outputs``, K blocks of the B ``inputs``' rows (as a routing
+    with K samples orders them), detached: ``task_loss`` under the labels teacher; under full_depth each
+    row's divergence from its input's full-depth output, ``reference`` (B, ...) (run here if not given)."""
+    if teacher == "labels":
+        return task_loss.detach()
+    if reference is None:
+        reference, _ = model(inputs, Routing("full"))
+    copies = len(outputs) // len(reference)
+    return task.divergence(outputs, reference.repeat(copies, *[1] * (reference.dim() - 1)))
 
 
 def jump_reward(

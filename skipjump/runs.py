@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 
 from skipjump.checkpoint import (
     CheckpointError,
@@ -25,7 +24,7 @@ from skipjump.checkpoint import (
     load_checkpoint,
     load_module_state,
 )
-from skipjump.config import MAX_CONFIG_BYTES, Config, ConfigError, cut, load
+from skipjump.config import Config, ConfigError, cut, from_dict, read_mapping
 from skipjump.runlog import checkpoint_path
 from skipjump.tasks import DataError, JumpModel, Task
 from skipjump.trainer import STATE_KEYS, Trainer, build
@@ -67,15 +66,9 @@ def read_run(run_dir: str | Path, overrides: list[str] = ()) -> tuple[Config, di
 
 def read_config(run_dir: str | Path, overrides: list[str] = ()) -> Config:
     """The run's config.yaml with ``overrides``; keys it predates (``PREDATING``) take the value it trained with."""
-    path, saved = Path(run_dir) / "config.yaml", None
-    if path.is_file() and path.stat().st_size <= MAX_CONFIG_BYTES:
-        try:
-            saved = yaml.safe_load(path.read_text())
-        except (OSError, UnicodeDecodeError, yaml.YAMLError):
-            pass  # load() below names what is wrong with the file
-    saved = saved if isinstance(saved, dict) else {}
+    saved = read_mapping(Path(run_dir) / "config.yaml")
     older = [f"{key}={value}" for key, value in PREDATING.items() if not has_key(saved, key)]
-    return load(path, [*older, *overrides])
+    return from_dict(saved, [*older, *overrides])
 
 
 def has_key(data: dict, dotted: str) -> bool:

@@ -27,7 +27,7 @@ from skipjump.distributed import Ranks
 from skipjump.evaluate import TASK_METRICS
 from skipjump.path_scores import MAX_PATHS
 from skipjump.paths import count_paths, enumerate_paths, paths_to_actions
-from skipjump.reward import jump_reward
+from skipjump.reward import jump_reward, reward_loss
 from skipjump.stack import JumpTrace, Routing
 from skipjump.tasks.base import JumpModel, Task
 
@@ -123,23 +123,21 @@ class Updates:
         }
         return {f"{prefix}/{key}": values[key] for key in TASK_METRICS}
 
-    def _reference(self, inputs: torch.Tensor, copies: int) -> torch.Tensor | None:
-        """``agent.teacher=full_depth``: the full-depth outputs of ``inputs``, ``copies`` blocks of them
-        (as a routing with that many samples orders its rows); None under the labels teacher."""
+    def _full_depth(self, inputs: torch.Tensor) -> torch.Tensor | None:
+        """The full-depth outputs of ``inputs`` when the reward compares with them (``agent.teacher=full_depth``)."""
         if self.config.agent.teacher == "labels":
             return None
         with torch.no_grad():
-            outputs, _ = self.model(inputs, Routing("full"))
-        return outputs.repeat(copies, *[1] * (outputs.dim() - 1))
+            return self.model(inputs, Routing("full"))[0]
 
-    def _score(self, outputs: torch.Tensor, targets: torch.Tensor, trace: JumpTrace, reference=None):
-        """Per-sample task loss (B,) and reward (B,) of one forward pass; with ``reference`` (the same
-        inputs' full-depth outputs) the reward's loss is the divergence from them, not the task loss."""
+    def _score(self, outputs, targets, trace: JumpTrace, inputs: torch.Tensor, reference: torch.Tensor | None):
+        """Per-sample task loss (N,) and reward (N,) of one forward pass over K blocks of ``inputs``
+        (N = K * B); ``reference``: their full-depth outputs under the full_depth teacher (see reward_loss)."""
         a = self.config.agent
         loss = self.task.per_sample_loss(outputs, targets)
         self._check_local("task loss", loss)
         correct = self.task.correct(outputs, targets)
-        penalty = loss.detach() if reference is None else self.task.divergence(outputs.detach(), reference)
+        penalty = reward_loss(self.task, self.model, a.teacher, inputs, outputs, loss, reference)
         rewards = jump_reward(
             trace, penalty, correct, kind=a.reward, lam=float(self.agent.lam), gamma=a.gamma, loss_cap=a.loss_cap
         )
@@ -159,7 +157,7 @@ class Updates:
             actions = table.repeat_interleave(n, dim=0)
             every = Routing("imitate", actions=actions, first_decision=first_decision, samples=paths)
             outputs, trace = self.model(inputs, every)  # P blocks of the n inputs
-            task_loss, rewards = self._score(outputs, targets.repeat(paths), trace, self._reference(inputs, paths))
+            task_loss, rewards = self._score(outputs, targets.repeat(paths), trace, inputs, self._full_depth(inputs))
         loss, stats, weights = self.agent.exact_loss(trace, rewards, paths)
         self._check_local("policy loss", loss)
         self.agent.adapt_lam((weights * trace.compute_fraction.view(paths, -1)).sum(dim=0))
@@ -179,14 +177,13 @@ class Updates:
         with self._autocast():
             sample = Routing("sample", first_decision=first_decision, explore=explore, samples=k)
             outputs, trace = self.model(inputs, sample)  # K blocks of the batch
-            reference = self._reference(inputs, k)
-            task_loss, rewards = self._score(outputs, repeated_targets, trace, reference)
+            reference = self._full_depth(inputs)
+            task_loss, rewards = self._score(outputs, repeated_targets, trace, inputs, reference)
             greedy_rewards = None
             if self.config.agent.baseline == "self_critical":
                 with torch.no_grad():
                     greedy_outputs, greedy_trace = self.model(inputs, Routing("greedy", first_decision=first_decision))
-                    reference = None if reference is None else reference[: len(inputs)]  # one block of K
-                    _, greedy_rewards = self._score(greedy_outputs, targets, greedy_trace, reference)
+                    _, greedy_rewards = self._score(greedy_outputs, targets, greedy_trace, inputs, reference)
         loss, stats = self.agent.loss(trace, rewards, greedy_rewards)
         self._check_local("policy loss", loss)
         self.agent.adapt_lam(trace.compute_fraction)

@@ -13,6 +13,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from skipjump.config import ConfigError
 from skipjump.evaluate import TASK_METRICS, run_path
+from skipjump.reward import reward_loss
 from skipjump.runs import load_run, load_trained
 from skipjump.stack import Routing
 
@@ -111,19 +112,18 @@ def test_a_full_depth_teacher_scores_paths_by_their_divergence_from_full_depth_a
     with torch.no_grad():
         full, full_trace = updates.model(inputs, Routing("full"))
         short, short_trace = updates.model(inputs, Routing("fixed", actions=torch.tensor([2, -1, -1])))
-    reference = updates._reference(inputs, 1)
-    torch.testing.assert_close(reference, full)
+    torch.testing.assert_close(updates._full_depth(inputs), full)
     lam = float(updates.agent.lam)
-    _, rewards = updates._score(short, targets, short_trace, reference)
+    _, rewards = updates._score(short, targets, short_trace, inputs, None)  # runs full depth itself
     kl = torch.nn.functional.kl_div(short.log_softmax(-1), full.log_softmax(-1), reduction="none", log_target=True)
     torch.testing.assert_close(rewards, lam * (1 - short_trace.compute_fraction) - kl.sum(-1))
-    _, shuffled = updates._score(short, targets.roll(1), short_trace, reference)
+    _, shuffled = updates._score(short, targets.roll(1), short_trace, inputs, full)
     torch.testing.assert_close(shuffled, rewards)  # labels are not read
-    _, at_full = updates._score(full, targets, full_trace, reference)
+    _, at_full = updates._score(full, targets, full_trace, inputs, full)
     torch.testing.assert_close(at_full, lam * (1 - full_trace.compute_fraction))  # full depth diverges by 0
-    _, by_labels = updates._score(short, targets, short_trace)  # the labels teacher: the task loss
-    assert not torch.allclose(by_labels, rewards)
-    assert updates._reference(inputs, 3).shape == (48, *full.shape[1:])  # K blocks, as K sampled paths are
+    task_loss = updates.task.per_sample_loss(short, targets)
+    by_labels = reward_loss(updates.task, updates.model, "labels", inputs, short, task_loss)
+    torch.testing.assert_close(by_labels, task_loss)  # the labels teacher: the task loss
     with pytest.raises(ConfigError, match="agent.teacher"):
         make_trainer("agent.teacher=full_depth", "agent.reward=blockdrop", "agent.target_compute=null")
     with pytest.raises(ConfigError, match="trainer.policy_rows: all reads the labels"):
