@@ -63,6 +63,8 @@ def seed_row(run_dir: Path, stdout: str = "") -> dict:
     row["greedy_paths"] = summary["greedy"]["unique_paths"]
     row["gap_closed"] = summary["greedy"].get("gap_closed")
     row["static_path"] = summary["static_matched"]["path"]
+    if "price" in summary["greedy"]:  # agent.greedy_budget: greedy decoding's price per skipped layer
+        row["greedy_price"] = summary["greedy"]["price"]["price"]
     if "difficulty_matched" in summary:  # what one path per k takes of the headroom
         row["difficulty_gap_closed"] = summary["difficulty_matched"]["gap_closed"]
     if "spearman_layers_difficulty" in summary["greedy"]:  # tasks with a known difficulty (k-hop)
@@ -96,7 +98,7 @@ def markdown(result: dict) -> str:
     rows = result["seeds"].values()
     columns = [f"{name}_accuracy" for name in POLICIES if any(f"{name}_accuracy" in row for row in rows)]
     columns += ["greedy_compute", "greedy_paths", "gap_closed", "train_seconds"]
-    for optional in ("difficulty_gap_closed", "spearman_k"):  # tasks with a known difficulty (k-hop)
+    for optional in ("difficulty_gap_closed", "spearman_k", "greedy_price"):  # k-hop; agent.greedy_budget
         if any(optional in row for row in rows):
             columns.insert(-1, optional)
     header = ["seed", *(c.replace("_accuracy", "") for c in columns)]

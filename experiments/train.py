@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from skipjump.budget import calibrate
 from skipjump.checkpoint import remove_stale_temporaries
 from skipjump.config import Config, ConfigError, load
 from skipjump.distributed import Ranks, setup, teardown
@@ -122,6 +123,11 @@ def train(args: argparse.Namespace, config: Config, state: dict | None, ranks: R
         if run is None:
             return 0  # evaluation runs once, on rank 0
         trained = time.perf_counter() - started
+        if config.agent.greedy_budget is not None:  # rank 0 alone: it evaluates and writes the checkpoint
+            priced = calibrate(
+                trainer.model, trainer.task, trainer.policy_split, config.agent.greedy_budget, trainer.first_decision()
+            )
+            trainer.monitor.save(trainer)  # the checkpoint decodes as the evaluation below does
         results = evaluate(
             trainer.model,
             trainer.task,
@@ -131,6 +137,8 @@ def train(args: argparse.Namespace, config: Config, state: dict | None, ranks: R
             trainer.policy_split,
         )
         summaries = {name: result.summary for name, result in results.items()}
+        if config.agent.greedy_budget is not None:
+            summaries["greedy"]["price"] = priced
         run.write_summary(trainer.step, summaries, {name: result.samples for name, result in results.items()})
         trainer.monitor.log_evaluation(trainer.step, results)
         run.close()
@@ -148,6 +156,12 @@ def train(args: argparse.Namespace, config: Config, state: dict | None, ranks: R
     static, random, cascade = (summaries[k] for k in ("static_matched", "random_matched", "cascade_matched"))
     print(f"static_matched path: {static['path']}; random_matched p = {random['p']:.3f}")
     print(f"cascade_matched: path {cascade['path']}, full depth too for {cascade['escalated']:.1%}")
+    if "price" in summaries["greedy"]:
+        priced = summaries["greedy"]["price"]
+        print(
+            f"greedy price per skipped layer {priced['price']:+.3f}: compute on the held-out rows"
+            f" {priced['compute_before']:.1%} -> {priced['compute_after']:.1%}"
+        )
     gap = summaries["greedy"]["gap_closed"]
     print(
         f"oracle_matched (a ceiling: it reads the labels, {summaries['oracle_matched']['searched']}); gap closed "

@@ -79,8 +79,23 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return state
 
 
+# buffers added after checkpoints were written: one missing from a checkpoint keeps the module's own value
+# (greedy_price: 0, plain argmax, which is how those runs decoded)
+ADDED_BUFFERS = ("greedy_price",)
+
+
+def with_added_buffers(module: torch.nn.Module, state: Any) -> Any:
+    """``state`` with the module's own value for each of ``ADDED_BUFFERS`` it lacks."""
+    if not isinstance(state, dict):
+        return state
+    own = module.state_dict()
+    added = {k: v for k, v in own.items() if k.rsplit(".", 1)[-1] in ADDED_BUFFERS and k not in state}
+    return {**state, **added}
+
+
 def load_module_state(module: torch.nn.Module, state: Any, path: str | Path, what: str) -> None:
     """``load_state_dict`` whose failure names the file and the first mismatched tensors."""
+    state = with_added_buffers(module, state)
     check_module_state(module, state, path, what)
     module.load_state_dict(state)
 
@@ -89,6 +104,7 @@ def check_module_state(module: torch.nn.Module, state: Any, path: str | Path, wh
     """CheckpointError unless ``state`` holds exactly ``module``'s tensors, with their shapes and dtypes."""
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path}: {what} is not a mapping of names to tensors")
+    state = with_added_buffers(module, state)
     own = module.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]

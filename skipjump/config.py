@@ -86,6 +86,10 @@ class AgentConfig:
     lam: float = 0.1  # weight of compute saved in the reward (the starting value if target_compute is set)
     target_compute: float | None = 0.58  # set: lam adapts so the mean compute fraction approaches it
     lam_lr: float = 0.05  # target_compute: lam += lam_lr * (mean compute fraction - target) per policy step
+    # set: after training, greedy decoding is given a price per skipped layer (skipjump/budget.py) so that its
+    # mean compute fraction on the held-out rows is the largest at most this (target_compute holds only the
+    # sampled paths' mean, and greedy's drifts from it by a point or three)
+    greedy_budget: float | None = None
     gamma: float = 5.0  # blockdrop: penalty for a wrong prediction
     # sampled: REINFORCE over sampled paths (the baseline, samples and credit below); exact: every
     # path of exact_inputs inputs per policy step is run (copies share states) and weighted by its
@@ -315,6 +319,8 @@ def validate(config: Config) -> Config:
         raise ConfigError(f"task.test_fraction: got {config.task.test_fraction}, must be in (0, 1)")
     if config.agent.target_compute is not None and not 0 < config.agent.target_compute <= 1:
         raise ConfigError(f"agent.target_compute: got {config.agent.target_compute}, must be in (0, 1] or null")
+    if config.agent.greedy_budget is not None and not 0 < config.agent.greedy_budget <= 1:
+        raise ConfigError(f"agent.greedy_budget: got {config.agent.greedy_budget}, must be in (0, 1] or null")
     if config.agent.target_compute is not None and config.agent.reward == "blockdrop":
         raise ConfigError(
             f"agent.target_compute: the {config.agent.reward} reward has no lam to adapt; set agent.target_compute=null"

@@ -20,6 +20,9 @@ class JumpPolicy(nn.Module):
         is nothing about an input to memorise but what the head makes of it.
     dropout: on the features (the pooled state or input), in training mode only: policy steps, and
         supervised steps that sample the policy's paths.
+    greedy_price: what greedy decoding charges per layer skipped, in logits (a buffer; 0: plain argmax):
+        it picks argmax_a logits[a] + greedy_price * a, so a price > 0 skips more, one < 0 skips less
+        (``skipjump.budget`` sets it so that greedy meets a compute budget).
     """
 
     def __init__(
@@ -40,6 +43,7 @@ class JumpPolicy(nn.Module):
         if self.layer_embedding is not None:
             nn.init.zeros_(self.layer_embedding.weight)
         self.net = nn.Sequential(nn.Linear(dims + extra, hidden), nn.SiLU(), nn.Linear(hidden, max_jump + 1))
+        self.register_buffer("greedy_price", torch.tensor(0.0))
 
     def forward(self, features: torch.Tensor, layer: int = 0, extra: torch.Tensor | None = None) -> torch.Tensor:
         if not self.read_state:

@@ -285,7 +285,8 @@ class JumpStack(nn.Module):
         logits = logits[:, :choices]  # longer jumps land on the last layer too: one choice, not several
         logits = logits.to(self.work_memory.dtype)  # under bf16 autocast: log-probs in the stack's dtype
         if routing.mode == "greedy":  # nothing to learn from: no distribution to build
-            return logits.argmax(dim=-1), None, None
+            skipped = torch.arange(choices, device=device, dtype=logits.dtype)  # action a skips a layers
+            return (logits + self.policy.greedy_price * skipped).argmax(dim=-1), None, None
         if routing.mode == "sample" and routing.explore > 0:
             probs = torch.softmax(logits, dim=-1).mul(1 - routing.explore).add(routing.explore / choices)
             dist = Categorical(probs=probs, validate_args=False)

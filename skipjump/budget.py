@@ -1,0 +1,64 @@
+"""Greedy decoding at a compute budget: the price per skipped layer that spends it.
+
+A policy trained to a compute target in expectation (``agent.target_compute``, over sampled
+paths) decodes greedily to another mean compute, off by a point or three and differently per seed.
+Greedy decoding with a price (``JumpPolicy.greedy_price``) picks, at each decision,
+
+    argmax_a  logits[a] + price * a        (action a skips a layers)
+
+so the price moves greedy's compute without retraining: > 0 skips more, < 0 less. ``calibrate``
+finds by bisection the price whose greedy mean compute on given rows is the largest at most the
+budget (compute falls as the price rises, though not strictly: the first price found feasible is
+kept). It reads no label: only the paths greedy takes.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from skipjump.evaluate import run_policy
+from skipjump.stack import Routing
+from skipjump.tasks.base import JumpModel, Split, Task
+
+WIDEST = 64.0  # |price| searched, in logits: past it greedy is full depth or its longest jumps
+STEPS = 16  # bisection steps: the price to WIDEST / 2**16 logits
+
+
+def greedy_compute(model: JumpModel, task: Task, rows: Split, price: float, routing: Routing, batch: int) -> float:
+    """Greedy's mean compute fraction on ``rows`` at ``price`` (the policy's price is left at it)."""
+    model.stack.policy.greedy_price.fill_(price)
+    return float(run_policy(model, task, rows, routing, batch).summary["compute_fraction"])
+
+
+@torch.no_grad()
+def calibrate(
+    model: JumpModel, task: Task, rows: Split, budget: float, first_decision: int = 0, batch_size: int = 512
+) -> dict[str, float]:
+    """Set ``model``'s greedy price so that greedy's mean compute on ``rows`` is the largest at most ``budget``.
+
+    Returns the price and greedy's compute on ``rows`` before and after. Where even the longest jumps
+    cost more than ``budget``, the price is the widest searched and the compute over budget."""
+    if not 0 < budget <= 1:
+        raise ValueError(f"budget must be in (0, 1], got {budget}")
+    routing = Routing("greedy", first_decision=first_decision)
+    was_training = model.training
+    model.eval()
+    before = greedy_compute(model, task, rows, 0.0, routing, batch_size)
+    # feasible: compute <= budget; the search keeps one feasible and one infeasible price around it
+    if before <= budget:
+        feasible, infeasible = 0.0, -1.0
+        while infeasible > -WIDEST and greedy_compute(model, task, rows, infeasible, routing, batch_size) <= budget:
+            feasible, infeasible = infeasible, 2 * infeasible
+    else:
+        infeasible, feasible = 0.0, 1.0
+        while feasible < WIDEST and greedy_compute(model, task, rows, feasible, routing, batch_size) > budget:
+            infeasible, feasible = feasible, 2 * feasible
+    for _ in range(STEPS):
+        middle = (feasible + infeasible) / 2
+        if greedy_compute(model, task, rows, middle, routing, batch_size) <= budget:
+            feasible = middle
+        else:
+            infeasible = middle
+    after = greedy_compute(model, task, rows, feasible, routing, batch_size)
+    model.train(was_training)
+    return {"price": feasible, "compute_before": before, "compute_after": after}
