@@ -26,13 +26,14 @@ COLUMNS = ("greedy", "full", "static_matched", "cascade_matched", "oracle_matche
 
 
 def rows_of(run_dir: str, budgets: list[float]) -> list[list]:
-    """[run, budget, price, accuracy per COLUMNS..., greedy compute, gap closed] per budget."""
+    """[run, budget, price (text), accuracy per COLUMNS..., greedy compute, gap closed] per budget."""
     trainer, _ = load_trained(run_dir)
     model, config = trainer.model.eval(), trainer.config
     batch, first = config.trainer.eval_batch_size, trainer.first_decision()
     rows = []
     for budget in budgets:
-        price = calibrate(model, trainer.task, trainer.policy_split, budget, first, batch)["price"]
+        priced = calibrate(model, trainer.task, trainer.policy_split, budget, first, batch)
+        price = f"{priced['price']:+.3f}" + ("" if priced["met"] else " (over budget)")
         results = evaluate(model, trainer.task, batch, config.seed, first, trainer.policy_split)
         greedy = results["greedy"].summary
         accuracy = [results[column].summary["accuracy"] for column in COLUMNS]
@@ -66,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     lines.append("|---" * (len(COLUMNS) + 5) + "|")
     for run, budget, price, *accuracy, compute, gap in rows:
         gap_text = "n/a" if gap is None else f"{gap:.2f}"
-        cells = [run, f"{budget:.2f}", f"{price:+.3f}", *map(percent, accuracy), percent(compute), gap_text]
+        cells = [run, f"{budget:.2f}", price, *map(percent, accuracy), percent(compute), gap_text]
         lines.append("| " + " | ".join(cells) + " |")
     for budget in args.budgets:
         gaps = [row[-1] for row in rows if row[1] == budget and row[-1] is not None]

@@ -124,8 +124,9 @@ def train(args: argparse.Namespace, config: Config, state: dict | None, ranks: R
             return 0  # evaluation runs once, on rank 0
         trained = time.perf_counter() - started
         if config.agent.greedy_budget is not None:  # rank 0 alone: it evaluates and writes the checkpoint
+            budget, batch = config.agent.greedy_budget, config.trainer.eval_batch_size
             priced = calibrate(
-                trainer.model, trainer.task, trainer.policy_split, config.agent.greedy_budget, trainer.first_decision()
+                trainer.model, trainer.task, trainer.policy_split, budget, trainer.first_decision(), batch
             )
             trainer.monitor.save(trainer)  # the checkpoint decodes as the evaluation below does
         results = evaluate(
@@ -162,6 +163,8 @@ def train(args: argparse.Namespace, config: Config, state: dict | None, ranks: R
             f"greedy price per skipped layer {priced['price']:+.3f}: compute on the held-out rows"
             f" {priced['compute_before']:.1%} -> {priced['compute_after']:.1%}"
         )
+        if not priced["met"]:
+            print(f"warning: greedy cannot meet agent.greedy_budget={config.agent.greedy_budget}", file=sys.stderr)
     gap = summaries["greedy"]["gap_closed"]
     print(
         f"oracle_matched (a ceiling: it reads the labels, {summaries['oracle_matched']['searched']}); gap closed "

@@ -79,17 +79,17 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return state
 
 
-# buffers added after checkpoints were written: one missing from a checkpoint keeps the module's own value
-# (greedy_price: 0, plain argmax, which is how those runs decoded)
+# buffers added after checkpoints were written: one missing from a checkpoint is read as 0
+# (greedy_price: plain argmax, which is how those runs decoded)
 ADDED_BUFFERS = ("greedy_price",)
 
 
 def with_added_buffers(module: torch.nn.Module, state: Any) -> Any:
-    """``state`` with the module's own value for each of ``ADDED_BUFFERS`` it lacks."""
+    """``state`` with zeros for each of ``ADDED_BUFFERS`` it lacks."""
     if not isinstance(state, dict):
         return state
     own = module.state_dict()
-    added = {k: v for k, v in own.items() if k.rsplit(".", 1)[-1] in ADDED_BUFFERS and k not in state}
+    added = {k: torch.zeros_like(v) for k, v in own.items() if k.rsplit(".", 1)[-1] in ADDED_BUFFERS and k not in state}
     return {**state, **added}
 
 

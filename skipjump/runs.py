@@ -77,12 +77,18 @@ def has_key(data: dict, dotted: str) -> bool:
 
 
 def load_trained(run_dir: str | Path) -> tuple[Trainer, dict[str, Any]]:
-    """A trainer built from the run's config whose model holds its last checkpoint's weights, and that checkpoint.
+    """A trainer built from the run's config whose model holds its last checkpoint's weights (and its count of
+    policy updates, which a curriculum's first decision follows), and that checkpoint.
 
     Its layers are never compiled (``trainer.compile`` off): reading a run needs no C++ compiler."""
     config, state = read_run(run_dir, ["trainer.compile=false"])
     trainer = build(config)
-    load_module_state(trainer.model, state["model"], checkpoint_path(run_dir), "the model")
+    path = checkpoint_path(run_dir)
+    load_module_state(trainer.model, state["model"], path, "the model")
+    updates = state.get("policy_updates")
+    if not isinstance(updates, int) or updates < 0:
+        raise CheckpointError(f"{path}: malformed checkpoint (policy_updates must be a count)")
+    trainer.policy_updates = updates  # so that first_decision() is the run's last (a curriculum's)
     return trainer, state
 
 

@@ -129,6 +129,8 @@ class Trainer:
     def train(self, steps: int | None = None) -> None:
         """Run until ``steps`` (default: ``trainer.steps``) with a progress bar; the monitor logs and saves."""
         end = self.config.trainer.steps if steps is None else steps
+        if self.step < end:  # a resumed, finished run: its price was set for the finished policy (budget.py)
+            self.model.stack.policy.greedy_price.zero_()
         quiet = None if self.ranks.main else True  # one progress bar per job
         bar = tqdm(total=end, initial=self.step, desc="train", disable=quiet, dynamic_ncols=True)
         started, started_step = time.perf_counter(), self.step

@@ -12,7 +12,7 @@ from skipjump.budget import STEPS, WIDEST, calibrate, greedy_compute
 from skipjump.checkpoint import CheckpointError, load_module_state
 from skipjump.config import ConfigError, validate
 from skipjump.evaluate import subsample
-from skipjump.runs import load_run
+from skipjump.runs import load_run, load_trained
 from skipjump.stack import Routing
 from skipjump.trainer import build
 
@@ -31,7 +31,8 @@ def test_greedy_picks_the_action_whose_logit_plus_price_times_layers_skipped_is_
     assert bool((trace.compute_fraction < 1).all()) == (action > 0)
 
 
-@pytest.mark.parametrize("budget", [0.65, 0.8])  # the tiny stack's longest jumps cost 0.59
+# the tiny stack's longest jumps cost 0.59; untrained, greedy spends 0.81 unpriced: 0.9 needs a price < 0
+@pytest.mark.parametrize("budget", [0.65, 0.8, 0.9])
 def test_calibrate_leaves_the_price_where_greedy_spends_the_most_compute_within_the_budget(budget):
     trainer = build(tiny_config())
     model, task = trainer.model.eval(), trainer.task
@@ -41,11 +42,28 @@ def test_calibrate_leaves_the_price_where_greedy_spends_the_most_compute_within_
     result = calibrate(model, task, rows, budget)
     price = float(model.stack.policy.greedy_price)
     assert result["price"] == price and result["compute_before"] == before
-    assert result["compute_after"] <= budget
+    assert result["compute_after"] <= budget and result["met"]
+    assert (price < 0) == (before < budget)
     assert greedy_compute(model, task, rows, price, routing, 512) == result["compute_after"]
     step = 2 * WIDEST / 2**STEPS  # past the bisection's resolution, toward cheaper skipping: over budget
     assert greedy_compute(model, task, rows, price - step, routing, 512) > budget
     assert model.training is False
+
+
+def test_calibrate_says_when_greedy_cannot_meet_the_budget():
+    trainer = build(tiny_config())
+    result = calibrate(trainer.model, trainer.task, subsample(trainer.task.train, 300, 0), 0.3)
+    assert not result["met"] and result["compute_after"] > 0.3 and result["price"] == WIDEST
+
+
+def test_training_decodes_unpriced_and_a_finished_trainer_keeps_its_price():
+    trainer = build(tiny_config())
+    price = trainer.model.stack.policy.greedy_price
+    price.fill_(1.5)
+    trainer.train(trainer.step)  # nothing left to train: the price stays
+    assert float(price) == 1.5
+    trainer.train(trainer.step + 1)  # a resumed run trains on: the price was the finished policy's
+    assert float(price) == 0.0
 
 
 def test_calibrate_refuses_a_budget_outside_0_1():
@@ -72,7 +90,8 @@ def test_a_checkpoint_from_before_the_price_loads_with_plain_argmax_and_a_new_on
 
 
 def test_a_run_with_a_greedy_budget_calibrates_before_its_evaluation_and_reprice_redoes_it(tmp_path, capsys):
-    run_dir = run_train(tmp_path, "priced", "agent.greedy_budget=0.7")
+    # a curriculum: the run's last first decision (0) differs from a fresh trainer's (1)
+    run_dir = run_train(tmp_path, "priced", "agent.greedy_budget=0.7", "trainer.curriculum_steps=5")
     summary = json.loads((run_dir / "summary.json").read_text())
     priced = summary["greedy"]["price"]
     assert priced["compute_after"] <= 0.7
@@ -80,6 +99,8 @@ def test_a_run_with_a_greedy_budget_calibrates_before_its_evaluation_and_reprice
     assert float(torch.load(checkpoint, weights_only=True)["model"]["stack.policy.greedy_price"]) == priced["price"]
     _, _, model = load_run(run_dir)
     assert float(model.stack.policy.greedy_price) == priced["price"]
+    trainer, state = load_trained(run_dir)
+    assert trainer.policy_updates == state["policy_updates"] == 10 and trainer.first_decision() == 0
 
     saved = checkpoint.read_bytes()
     out = tmp_path / "reprice.md"
