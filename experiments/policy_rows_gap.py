@@ -22,24 +22,40 @@ from pathlib import Path
 from skipjump.evaluate import evaluate
 from skipjump.provenance import header
 from skipjump.runs import LOAD_ERRORS, load_trained
+from skipjump.tasks.base import Task
+from skipjump.trainer import Trainer
 
 COLUMNS = ("greedy", "full", "static_matched", "cascade_matched", "oracle_matched")
 
 
+def final_evaluation(trainer: Trainer, task: Task) -> list:
+    """[accuracy per COLUMNS..., greedy compute, gap closed]: train.py's final evaluation, on ``task.test``."""
+    config = trainer.config
+    batch, first = config.trainer.eval_batch_size, trainer.first_decision()
+    results = evaluate(trainer.model.eval(), task, batch, config.seed, first, trainer.policy_split)
+    greedy = results["greedy"].summary
+    return [*(results[c].summary["accuracy"] for c in COLUMNS), greedy["compute_fraction"], greedy["gap_closed"]]
+
+
+def markdown_table(head: list[str], rows: list[list]) -> list[str]:
+    """Rows of ``len(head)`` leading cells, then a ``final_evaluation``, as Markdown table lines."""
+    names = [*head, *COLUMNS, "greedy compute", "gap_closed"]
+    lines = ["| " + " | ".join(names) + " |", "|---" * len(names) + "|"]
+    for row in rows:
+        *evaluation, gap = row[len(head) :]
+        cells = [*map(str, row[: len(head)]), *(f"{100 * value:.2f}%" for value in evaluation)]
+        lines.append("| " + " | ".join([*cells, "n/a" if gap is None else f"{gap:.2f}"]) + " |")
+    return lines
+
+
 def rows_of(run_dir: str) -> list[list]:
-    """[run, split, rows, accuracy per COLUMNS..., greedy compute, gap closed] for both splits."""
+    """[run, split, rows, *final_evaluation] for both splits."""
     trainer, _ = load_trained(run_dir)
-    model, config = trainer.model.eval(), trainer.config
     rows = []
     for name, split in (("policy rows", trainer.policy_split), ("test", trainer.task.test)):
         task = copy.copy(trainer.task)
         task.test = split
-        results = evaluate(
-            model, task, config.trainer.eval_batch_size, config.seed, trainer.first_decision(), trainer.policy_split
-        )
-        greedy = results["greedy"].summary
-        accuracy = [results[column].summary["accuracy"] for column in COLUMNS]
-        rows.append([run_dir, name, len(split), *accuracy, greedy["compute_fraction"], greedy["gap_closed"]])
+        rows.append([run_dir, name, len(split), *final_evaluation(trainer, task)])
     return rows
 
 
@@ -54,14 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
 
-    def percent(value: float) -> str:
-        return f"{100 * value:.2f}%"
-
-    lines = [header(), "", "| run | rows | n | " + " | ".join(COLUMNS) + " | greedy compute | gap_closed |"]
-    lines.append("|---" * (len(COLUMNS) + 5) + "|")
-    for run, split, n, *accuracy, compute, gap in rows:
-        cells = [run, split, str(n), *map(percent, accuracy), percent(compute), "n/a" if gap is None else f"{gap:.2f}"]
-        lines.append("| " + " | ".join(cells) + " |")
+    lines = [header(), "", *markdown_table(["run", "rows", "n"], rows)]
     for split in ("policy rows", "test"):
         gaps = [row[-1] for row in rows if row[1] == split and row[-1] is not None]
         if gaps:

@@ -17,27 +17,22 @@ import statistics
 import sys
 from pathlib import Path
 
+from policy_rows_gap import final_evaluation, markdown_table
+
 from skipjump.budget import calibrate
-from skipjump.evaluate import evaluate
 from skipjump.provenance import header
 from skipjump.runs import LOAD_ERRORS, load_trained
 
-COLUMNS = ("greedy", "full", "static_matched", "cascade_matched", "oracle_matched")
-
 
 def rows_of(run_dir: str, budgets: list[float]) -> list[list]:
-    """[run, budget, price (text), accuracy per COLUMNS..., greedy compute, gap closed] per budget."""
+    """[run, budget, price, *final_evaluation] per budget (budget and price as text)."""
     trainer, _ = load_trained(run_dir)
-    model, config = trainer.model.eval(), trainer.config
-    batch, first = config.trainer.eval_batch_size, trainer.first_decision()
+    batch, first = trainer.config.trainer.eval_batch_size, trainer.first_decision()
     rows = []
     for budget in budgets:
-        priced = calibrate(model, trainer.task, trainer.policy_split, budget, first, batch)
+        priced = calibrate(trainer.model, trainer.task, trainer.policy_split, budget, first, batch)
         price = f"{priced['price']:+.3f}" + ("" if priced["met"] else " (over budget)")
-        results = evaluate(model, trainer.task, batch, config.seed, first, trainer.policy_split)
-        greedy = results["greedy"].summary
-        accuracy = [results[column].summary["accuracy"] for column in COLUMNS]
-        rows.append([run_dir, budget, price, *accuracy, greedy["compute_fraction"], greedy["gap_closed"]])
+        rows.append([run_dir, f"{budget:.2f}", price, *final_evaluation(trainer, trainer.task)])
     return rows
 
 
@@ -60,17 +55,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
 
-    def percent(value: float) -> str:
-        return f"{100 * value:.2f}%"
-
-    lines = [header(), "", "| run | budget | price | " + " | ".join(COLUMNS) + " | greedy compute | gap_closed |"]
-    lines.append("|---" * (len(COLUMNS) + 5) + "|")
-    for run, budget, price, *accuracy, compute, gap in rows:
-        gap_text = "n/a" if gap is None else f"{gap:.2f}"
-        cells = [run, f"{budget:.2f}", price, *map(percent, accuracy), percent(compute), gap_text]
-        lines.append("| " + " | ".join(cells) + " |")
+    lines = [header(), "", *markdown_table(["run", "budget", "price"], rows)]
     for budget in args.budgets:
-        gaps = [row[-1] for row in rows if row[1] == budget and row[-1] is not None]
+        gaps = [row[-1] for row in rows if row[1] == f"{budget:.2f}" and row[-1] is not None]
         if len(gaps) > 1:
             mean, spread = statistics.mean(gaps), statistics.stdev(gaps)
             lines.append(f"\nbudget {budget:.2f}: gap_closed mean {mean:.2f}, std {spread:.2f} over {len(gaps)} runs")
