@@ -117,7 +117,7 @@ def markdown(result: dict) -> str:
         if key.endswith(("_accuracy", "_compute")):
             return f"{100 * value:.2f}%"
         if key == "greedy_price":
-            return f"{value:+.3f}"
+            return f"{value:.3f}"
         return f"{value:.2f}" if isinstance(value, float) else f"{value}"
 
     for seed, row in result["seeds"].items():
