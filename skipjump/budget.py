@@ -9,7 +9,7 @@ Greedy decoding with a price (``JumpPolicy.greedy_price``) picks, at each decisi
 so the price moves greedy's compute without retraining: > 0 skips more, < 0 less. ``calibrate``
 bisects the price to the boundary where greedy's mean compute on given rows crosses the budget and
 keeps the side checked within it. Compute mostly falls as the price rises, but not strictly (steps
-of 1e-4 the wrong way were seen), so the price found is within budget and at a crossing, not
+of about 5e-5 the wrong way were seen), so the price found is within budget and at a crossing, not
 necessarily the one that spends the most. It reads no label: only the paths greedy takes.
 """
 
@@ -21,7 +21,7 @@ from skipjump.evaluate import run_policy
 from skipjump.stack import Routing
 from skipjump.tasks.base import JumpModel, Split, Task
 
-WIDEST = 64.0  # |price| searched, in logits: past it greedy is full depth or its longest jumps
+WIDEST = 64.0  # the widest |price| searched, in logits; a budget greedy cannot reach within it: met=False
 STEPS = 16  # bisection steps: the price to WIDEST / 2**16 logits
 
 
