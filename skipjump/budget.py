@@ -8,8 +8,8 @@ Greedy decoding with a price (``JumpPolicy.greedy_price``) picks, at each decisi
 
 so the price moves greedy's compute without retraining: > 0 skips more, < 0 less. ``calibrate``
 bisects the price to the boundary where greedy's mean compute on given rows crosses the budget and
-keeps the side checked within it. Compute mostly falls as the price rises, but not strictly (steps
-of about 5e-5 the wrong way were seen), so the price found is within budget and at a crossing, not
+keeps the side checked within it. Compute mostly falls as the price rises, but not strictly (tiny
+steps the wrong way happen), so the price found is within budget and at a crossing, not
 necessarily the one that spends the most. It reads no label: only the paths greedy takes.
 """
 

@@ -84,28 +84,19 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 ADDED_BUFFERS = ("greedy_price",)
 
 
-def with_added_buffers(module: torch.nn.Module, state: Any) -> Any:
-    """``state`` with zeros for each of ``ADDED_BUFFERS`` it lacks."""
-    if not isinstance(state, dict):
-        return state
-    own = module.state_dict()
-    added = {k: torch.zeros_like(v) for k, v in own.items() if k.rsplit(".", 1)[-1] in ADDED_BUFFERS and k not in state}
-    return {**state, **added}
-
-
 def load_module_state(module: torch.nn.Module, state: Any, path: str | Path, what: str) -> None:
     """``load_state_dict`` whose failure names the file and the first mismatched tensors."""
-    state = with_added_buffers(module, state)
-    check_module_state(module, state, path, what)
-    module.load_state_dict(state)
+    module.load_state_dict(check_module_state(module, state, path, what))
 
 
-def check_module_state(module: torch.nn.Module, state: Any, path: str | Path, what: str) -> None:
-    """CheckpointError unless ``state`` holds exactly ``module``'s tensors, with their shapes and dtypes."""
+def check_module_state(module: torch.nn.Module, state: Any, path: str | Path, what: str) -> dict[str, torch.Tensor]:
+    """CheckpointError unless ``state`` holds exactly ``module``'s tensors, with their shapes and dtypes
+    (``ADDED_BUFFERS`` it lacks read as 0); returns it, with those zeros."""
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path}: {what} is not a mapping of names to tensors")
-    state = with_added_buffers(module, state)
     own = module.state_dict()
+    added = {k: torch.zeros_like(v) for k, v in own.items() if k.rsplit(".", 1)[-1] in ADDED_BUFFERS and k not in state}
+    state = {**state, **added}
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     shapes = [
@@ -124,6 +115,7 @@ def check_module_state(module: torch.nn.Module, state: Any, path: str | Path, wh
             if part
         )
         raise CheckpointError(f"{path}: {what} does not match this architecture: {detail}")
+    return state
 
 
 def describe_tensor(tensor: torch.Tensor) -> str:

@@ -87,8 +87,8 @@ class AgentConfig:
     target_compute: float | None = 0.58  # set: lam adapts so the mean compute fraction approaches it
     lam_lr: float = 0.05  # target_compute: lam += lam_lr * (mean compute fraction - target) per policy step
     # set: after training, greedy decoding is given a price per skipped layer (skipjump/budget.py) so that its
-    # mean compute fraction on the held-out rows is the largest at most this (target_compute holds only the
-    # sampled paths' mean, and greedy's drifts from it by a point or three)
+    # mean compute fraction on the held-out rows is at most this, as close as bisection finds (target_compute
+    # holds only the sampled paths' mean, and greedy's drifts from it by a point or three)
     greedy_budget: float | None = None
     gamma: float = 5.0  # blockdrop: penalty for a wrong prediction
     # sampled: REINFORCE over sampled paths (the baseline, samples and credit below); exact: every

@@ -16,6 +16,12 @@ REWARDS = typing.get_args(RewardKind)
 
 
 @torch.no_grad()
+def teacher_reference(model: JumpModel, teacher: Teacher, inputs: torch.Tensor) -> torch.Tensor | None:
+    """(B, ...) the full-depth outputs of ``inputs`` that the full_depth teacher compares with; None for labels."""
+    return None if teacher == "labels" else model(inputs, Routing("full"))[0]
+
+
+@torch.no_grad()
 def reward_loss(
     task: Task,
     model: JumpModel,
@@ -31,7 +37,7 @@ def reward_loss(
     if teacher == "labels":
         return task_loss.detach()
     if reference is None:
-        reference, _ = model(inputs, Routing("full"))
+        reference = teacher_reference(model, teacher, inputs)
     copies = len(outputs) // len(reference)
     return task.divergence(outputs, reference.repeat(copies, *[1] * (reference.dim() - 1)))
 

@@ -259,11 +259,14 @@ class JumpStack(nn.Module):
         """How many actions after ``layer`` land on different layers (jumps past the end all land on the last)."""
         return min(self.config.max_jump, self.num_layers - 2 - layer) + 1
 
-    def _decide(self, routing: Routing, layer: int, pooled: torch.Tensor | None, rows, input_logits, probed=None):
+    def _decide(
+        self, routing: Routing, layer: int, pooled: torch.Tensor | None, rows, input_logits, probed=None, bonus=None
+    ):
         """Actions (N,) for the rows at ``layer``, and their log-probs and entropies (or None).
 
         pooled (N, D) is the rows' mean hidden state, read detached by a state policy; probed
-        (N, PROBE_FEATURES) the head's confidence on it, or None.
+        (N, PROBE_FEATURES) the head's confidence on it, or None; bonus (max_jump + 1,) what greedy
+        adds to each action's logit (``greedy_bonus``).
         """
         n, device = rows.numel(), rows.device
         choices = self.distinct_actions(layer)
@@ -285,8 +288,7 @@ class JumpStack(nn.Module):
         logits = logits[:, :choices]  # longer jumps land on the last layer too: one choice, not several
         logits = logits.to(self.work_memory.dtype)  # under bf16 autocast: log-probs in the stack's dtype
         if routing.mode == "greedy":  # nothing to learn from: no distribution to build
-            skipped = torch.arange(choices, device=device, dtype=logits.dtype)  # action a skips a layers
-            return (logits + self.policy.greedy_price * skipped).argmax(dim=-1), None, None
+            return (logits + bonus[:choices]).argmax(dim=-1), None, None
         if routing.mode == "sample" and routing.explore > 0:
             probs = torch.softmax(logits, dim=-1).mul(1 - routing.explore).add(routing.explore / choices)
             dist = Categorical(probs=probs, validate_args=False)
@@ -353,6 +355,7 @@ class JumpStack(nn.Module):
         h, work_mem = x, self.work_memory.expand(b, 1, -1)
         jump_mix = self.config.jump_mix and routing.mode != "full"
         mix = self.mix_weights() if jump_mix else None
+        bonus = self.greedy_bonus() if routing.mode == "greedy" else None  # once per pass, not per decision
         probe = probe if state_policy and self.policy.extra else None
         all_rows = torch.arange(b, device=device) if routing.mode == "full" else None
         # twin[r]: the first row in the same state as row r (a copy of its input that decided alike so far)
@@ -384,7 +387,7 @@ class JumpStack(nn.Module):
                 probing = probe is not None and i >= routing.first_decision
                 probed = probe.features(hi.detach(), run_mask) if probing else None
                 policy_inputs = select(pooled, back), rows, input_logits, select(probed, back)
-                a, logp, ent = self._decide(routing, i, *policy_inputs)  # (N,) each; a skips a layers
+                a, logp, ent = self._decide(routing, i, *policy_inputs, bonus)  # (N,) each; a skips a layers
                 actions[:, i].index_copy_(0, rows, a)
                 position.index_copy_(0, rows, i + 1 + a)
                 if logp is not None:
@@ -414,6 +417,11 @@ class JumpStack(nn.Module):
         return out, self._make_trace(
             routing, t, actions, executed, log_probs, log_probs_by_decision, entropy, features, probe_flops
         )
+
+    def greedy_bonus(self) -> torch.Tensor:
+        """(max_jump + 1,) the policy's greedy price times the layers each action skips (a skips a)."""
+        skipped = torch.arange(self.config.max_jump + 1, device=self.work_memory.device, dtype=self.work_memory.dtype)
+        return self.policy.greedy_price.to(skipped.dtype) * skipped
 
     def mix_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Per layers skipped s in 0..max_jump: the weight of x and of work_mem, (max_jump + 1,) each; 0 for s = 0."""

@@ -27,7 +27,7 @@ from skipjump.distributed import Ranks
 from skipjump.evaluate import TASK_METRICS
 from skipjump.path_scores import MAX_PATHS
 from skipjump.paths import count_paths, enumerate_paths, paths_to_actions
-from skipjump.reward import jump_reward, reward_loss
+from skipjump.reward import jump_reward, reward_loss, teacher_reference
 from skipjump.stack import JumpTrace, Routing
 from skipjump.tasks.base import JumpModel, Task
 
@@ -123,12 +123,8 @@ class Updates:
         }
         return {f"{prefix}/{key}": values[key] for key in TASK_METRICS}
 
-    def _full_depth(self, inputs: torch.Tensor) -> torch.Tensor | None:
-        """The full-depth outputs of ``inputs`` when the reward compares with them (``agent.teacher=full_depth``)."""
-        if self.config.agent.teacher == "labels":
-            return None
-        with torch.no_grad():
-            return self.model(inputs, Routing("full"))[0]
+    def _reference(self, inputs: torch.Tensor) -> torch.Tensor | None:
+        return teacher_reference(self.model, self.config.agent.teacher, inputs)
 
     def _score(self, outputs, targets, trace: JumpTrace, inputs: torch.Tensor, reference: torch.Tensor | None):
         """Per-sample task loss (N,) and reward (N,) of one forward pass over K blocks of ``inputs``
@@ -157,7 +153,7 @@ class Updates:
             actions = table.repeat_interleave(n, dim=0)
             every = Routing("imitate", actions=actions, first_decision=first_decision, samples=paths)
             outputs, trace = self.model(inputs, every)  # P blocks of the n inputs
-            task_loss, rewards = self._score(outputs, targets.repeat(paths), trace, inputs, self._full_depth(inputs))
+            task_loss, rewards = self._score(outputs, targets.repeat(paths), trace, inputs, self._reference(inputs))
         loss, stats, weights = self.agent.exact_loss(trace, rewards, paths)
         self._check_local("policy loss", loss)
         self.agent.adapt_lam((weights * trace.compute_fraction.view(paths, -1)).sum(dim=0))
@@ -177,7 +173,7 @@ class Updates:
         with self._autocast():
             sample = Routing("sample", first_decision=first_decision, explore=explore, samples=k)
             outputs, trace = self.model(inputs, sample)  # K blocks of the batch
-            reference = self._full_depth(inputs)
+            reference = self._reference(inputs)
             task_loss, rewards = self._score(outputs, repeated_targets, trace, inputs, reference)
             greedy_rewards = None
             if self.config.agent.baseline == "self_critical":

@@ -13,7 +13,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from skipjump.config import ConfigError
 from skipjump.evaluate import TASK_METRICS, run_path
-from skipjump.reward import reward_loss
+from skipjump.reward import reward_loss, teacher_reference
 from skipjump.runs import load_run, load_trained
 from skipjump.stack import Routing
 
@@ -112,7 +112,8 @@ def test_a_full_depth_teacher_scores_paths_by_their_divergence_from_full_depth_a
     with torch.no_grad():
         full, full_trace = updates.model(inputs, Routing("full"))
         short, short_trace = updates.model(inputs, Routing("fixed", actions=torch.tensor([2, -1, -1])))
-    torch.testing.assert_close(updates._full_depth(inputs), full)
+    torch.testing.assert_close(updates._reference(inputs), full)
+    assert teacher_reference(updates.model, "labels", inputs) is None  # the labels teacher runs nothing
     lam = float(updates.agent.lam)
     _, rewards = updates._score(short, targets, short_trace, inputs, None)  # runs full depth itself
     kl = torch.nn.functional.kl_div(short.log_softmax(-1), full.log_softmax(-1), reduction="none", log_target=True)
