@@ -3,7 +3,7 @@
     python experiments/bench_run.py RUN_DIR [--repeats 20] [--threads N] [--json] [--out results/bench_run.json]
 
 Loads RUN_DIR's last checkpoint and times the whole model (embedding, stack, head) under
-torch.no_grad on the test split's inputs, with Routing("greedy") (policy calls included) and
+torch.inference_mode on the test split's inputs, with Routing("greedy") (policy calls included) and
 Routing("full"), interleaved, medians of --repeats rounds, at three batch sizes:
   1    64 single inputs one after the other per timing (ms reported per input)
   64   the first 64 test inputs in one batch
@@ -39,7 +39,7 @@ TARGET = 0.8
 ROUTINGS = {"full": Routing("full"), "greedy": Routing("greedy")}
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def bench_batches(model: JumpModel, batches: list[torch.Tensor], repeats: int) -> dict[str, float]:
     """Times and compute of greedy against full depth over ``batches`` (one timing runs them all)."""
     compute = torch.cat([model(inputs, ROUTINGS["greedy"])[1].compute_fraction for inputs in batches])
@@ -65,7 +65,7 @@ def bench_batches(model: JumpModel, batches: list[torch.Tensor], repeats: int) -
     }
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def decompose(model: JumpModel, inputs: torch.Tensor, repeats: int) -> dict[str, Any]:
     """Where greedy's time goes on ``inputs`` (one batch), in ms, medians of interleaved rounds:
     the layers alone on the row counts greedy gives each (no routing), the same paths under fixed

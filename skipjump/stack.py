@@ -147,6 +147,19 @@ def states_of(rows: torch.Tensor, twin: torch.Tensor) -> tuple[torch.Tensor, tor
     return run, slot.index_select(0, twins)
 
 
+def write_rows(
+    z: torch.Tensor, index: torch.Tensor | None, rows: torch.Tensor, owned: bool
+) -> tuple[torch.Tensor, bool]:
+    """z with its rows ``index`` (N,) replaced by ``rows`` (index None: rows is the whole new z), and
+    True (the result is this pass's own tensor). In place where z is already this pass's own (not the
+    caller's input) and autograd tracks neither: a routed pass without gradients copies no whole z."""
+    if index is None:
+        return rows, True
+    if owned and not (z.requires_grad or rows.requires_grad):
+        return z.index_copy_(0, index, rows), True
+    return z.index_copy(0, index, rows), True
+
+
 def regroup(twin: torch.Tensor, rows: torch.Tensor, actions: torch.Tensor, choices: int) -> torch.Tensor:
     """twin (B,) after ``rows`` (N,) took ``actions`` (N,) in [0, choices): a row's twin becomes the
     first row that shared its twin and took the same action."""
@@ -353,6 +366,7 @@ class JumpStack(nn.Module):
         decision_log_probs = [x.new_zeros(b)] * (num_layers - 1)
         entropy = x.new_zeros(b)
         h, work_mem = x, self.work_memory.expand(b, 1, -1)
+        own_h = own_mem = False  # h starts as x (the jump mix reads it), work_mem as a view of the parameter
         jump_mix = self.config.jump_mix and routing.mode != "full"
         mix = self.mix_weights() if jump_mix else None
         bonus = self.greedy_bonus() if routing.mode == "greedy" else None  # once per pass, not per decision
@@ -403,9 +417,9 @@ class JumpStack(nn.Module):
                 if jump_mix:  # the working memory is read only here, so it is kept only then
                     x_rows, memory = select(x, write), select(work_mem, mem_source)
                     hi, wm = self.after_jump(hi, x_rows, memory, select(pooled, source), a, mix)
-                    work_mem = wm if write is None else work_mem.index_copy(0, write, wm)
+                    work_mem, own_mem = write_rows(work_mem, write, wm, own_mem)
 
-            h = hi if write is None else h.index_copy(0, write, hi)
+            h, own_h = write_rows(h, write, hi, own_h)
 
         if twin is None:
             out = self.output(h)

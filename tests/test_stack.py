@@ -78,6 +78,21 @@ def test_batched_routing_matches_each_sample_alone_along_its_path():
         assert alone_trace.actions[0].tolist() == actions[b].tolist()
 
 
+@pytest.mark.parametrize("samples", [1, 3])
+def test_a_pass_without_gradients_writes_in_place_but_never_into_its_input(samples):
+    stack = make_stack(num_layers=8, max_jump=3)
+    x = torch.randn(6, 3, 16, dtype=torch.float64)
+    before = x.clone()
+    torch.manual_seed(2)
+    tracked, trace = stack(x, routing=Routing("sample", samples=samples))  # gradients on: rows copied out of place
+    assert trace.unique_paths() > 1  # some layers run on part of the batch: the writes under test happen
+    given = Routing("imitate", actions=trace.actions, samples=samples)
+    with torch.no_grad():
+        untracked, _ = stack(x, routing=given)
+    assert torch.equal(x, before)
+    torch.testing.assert_close(untracked, tracked.detach())
+
+
 def test_attention_with_padding_mask_matches_each_sample_alone():
     stack = make_stack()
     x = torch.randn(4, 6, 16, dtype=torch.float64)
