@@ -147,17 +147,15 @@ def states_of(rows: torch.Tensor, twin: torch.Tensor) -> tuple[torch.Tensor, tor
     return run, slot.index_select(0, twins)
 
 
-def write_rows(
-    z: torch.Tensor, index: torch.Tensor | None, rows: torch.Tensor, owned: bool
-) -> tuple[torch.Tensor, bool]:
-    """z with its rows ``index`` (N,) replaced by ``rows`` (index None: rows is the whole new z), and
-    True (the result is this pass's own tensor). In place where z is already this pass's own (not the
-    caller's input) and autograd tracks neither: a routed pass without gradients copies no whole z."""
+def write_rows(z: torch.Tensor, index: torch.Tensor | None, rows: torch.Tensor, owned: bool) -> torch.Tensor:
+    """z with its rows ``index`` (N,) replaced by ``rows`` (index None: rows is the whole new z). In
+    place where z is this pass's own tensor (``owned``: not an input or a parameter's view) and autograd
+    tracks neither: a routed pass without gradients (policy steps, evaluation) copies no whole z."""
     if index is None:
-        return rows, True
+        return rows
     if owned and not (z.requires_grad or rows.requires_grad):
-        return z.index_copy_(0, index, rows), True
-    return z.index_copy(0, index, rows), True
+        return z.index_copy_(0, index, rows)
+    return z.index_copy(0, index, rows)
 
 
 def regroup(twin: torch.Tensor, rows: torch.Tensor, actions: torch.Tensor, choices: int) -> torch.Tensor:
@@ -417,9 +415,9 @@ class JumpStack(nn.Module):
                 if jump_mix:  # the working memory is read only here, so it is kept only then
                     x_rows, memory = select(x, write), select(work_mem, mem_source)
                     hi, wm = self.after_jump(hi, x_rows, memory, select(pooled, source), a, mix)
-                    work_mem, own_mem = write_rows(work_mem, write, wm, own_mem)
+                    work_mem, own_mem = write_rows(work_mem, write, wm, own_mem), True
 
-            h, own_h = write_rows(h, write, hi, own_h)
+            h, own_h = write_rows(h, write, hi, own_h), True
 
         if twin is None:
             out = self.output(h)
@@ -470,7 +468,8 @@ class JumpStack(nn.Module):
     def layer_flops(self, tokens: int) -> torch.Tensor:
         """(L,) analytic FLOPs of each layer for one sample of ``tokens`` tokens."""
         if tokens not in self._flops_cache:  # fixed by the architecture: count once per length
-            self._flops_cache[tokens] = torch.tensor([float(layer.flops(tokens)) for layer in self.layers])
+            with torch.inference_mode(False):  # a normal tensor even when first asked under inference_mode
+                self._flops_cache[tokens] = torch.tensor([float(layer.flops(tokens)) for layer in self.layers])
         return self._flops_cache[tokens]
 
     def final_flops(self, tokens: int) -> float:
@@ -490,7 +489,8 @@ class JumpStack(nn.Module):
         """
         key = (tokens, layer_runs.device, layer_runs.dtype)
         if key not in self._flops_cache:  # a copy to the GPU per forward would stall the host
-            self._flops_cache[key] = self.layer_flops(tokens).to(layer_runs.device, layer_runs.dtype)
+            with torch.inference_mode(False):
+                self._flops_cache[key] = self.layer_flops(tokens).to(layer_runs.device, layer_runs.dtype)
         flops = self._flops_cache[key]
         return (layer_runs @ flops + self.final_flops(tokens) + extra_flops) / self.full_depth_flops(tokens)
 

@@ -78,19 +78,32 @@ def test_batched_routing_matches_each_sample_alone_along_its_path():
         assert alone_trace.actions[0].tolist() == actions[b].tolist()
 
 
-@pytest.mark.parametrize("samples", [1, 3])
-def test_a_pass_without_gradients_writes_in_place_but_never_into_its_input(samples):
+@pytest.mark.parametrize("frozen", [False, True])
+def test_a_pass_without_gradients_writes_rows_in_place_and_matches_a_tracked_one(frozen):
     stack = make_stack(num_layers=8, max_jump=3)
     x = torch.randn(6, 3, 16, dtype=torch.float64)
-    before = x.clone()
     torch.manual_seed(2)
-    tracked, trace = stack(x, routing=Routing("sample", samples=samples))  # gradients on: rows copied out of place
+    tracked, trace = stack(x, routing=Routing("sample", samples=3))  # gradients on: rows copied out of place
     assert trace.unique_paths() > 1  # some layers run on part of the batch: the writes under test happen
-    given = Routing("imitate", actions=trace.actions, samples=samples)
-    with torch.no_grad():
-        untracked, _ = stack(x, routing=given)
-    assert torch.equal(x, before)
-    torch.testing.assert_close(untracked, tracked.detach())
+    given = Routing("imitate", actions=trace.actions, samples=3)
+    # as a policy step runs: the network frozen (its parameters' views no longer require grad), the policy not
+    for p in stack.network_parameters():
+        p.requires_grad_(not frozen)
+    memory = stack.work_memory.detach().clone()
+    with torch.set_grad_enabled(frozen):
+        untracked, untracked_trace = stack(x, routing=given)
+    torch.testing.assert_close(untracked, tracked.detach())  # the copies' x.repeat, read by the jump mix, intact
+    assert torch.equal(stack.work_memory, memory)  # never written through its expanded view
+    if frozen:  # the policy's gradient survives the in-place writes
+        untracked_trace.log_probs.sum().backward()
+        assert stack.policy.net[0].weight.grad is not None
+
+
+def test_flop_counts_cached_under_inference_mode_stay_usable_by_training():
+    stack = make_stack()
+    with torch.inference_mode():  # as bench_run times a fresh model: the first forward fills the caches
+        stack(torch.randn(2, 3, 16, dtype=torch.float64), routing="greedy")
+    assert stack._flops_cache and not any(flops.is_inference() for flops in stack._flops_cache.values())
 
 
 def test_attention_with_padding_mask_matches_each_sample_alone():
