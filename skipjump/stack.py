@@ -55,6 +55,11 @@ class Routing:
         e.g. every path of each input). Copies of an input that made the same decisions so far
         hold the same state, so a layer runs once for them (late in training most copies agree).
         This needs layers that treat each row alike whatever else is in the batch (no dropout).
+    full_depth_copy: "sample" also runs every input at full depth, as one more block after the K
+        sampled ones (the last B rows of the output and trace): the full-depth teacher's reference.
+        It shares each layer with the sampled copies still in its state, so it costs only the rows
+        where every copy has jumped. It draws nothing (log-probs and entropy 0), so the sampled
+        copies draw exactly what they would without it.
     """
 
     mode: RoutingMode = "sample"
@@ -63,6 +68,7 @@ class Routing:
     first_decision: int = 0
     explore: float = 0.0
     samples: int = 1
+    full_depth_copy: bool = False
 
     @property
     def uses_policy(self) -> bool:
@@ -136,6 +142,10 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
 def select(z: torch.Tensor | None, index: torch.Tensor | None) -> torch.Tensor | None:
     """z's rows ``index`` (None: all of them); None stays None."""
     return z if z is None or index is None else z.index_select(0, index)
+
+
+def select_first(z: torch.Tensor | None, rows: slice) -> torch.Tensor | None:
+    return None if z is None else z[rows]
 
 
 def states_of(rows: torch.Tensor, twin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -252,6 +262,8 @@ class JumpStack(nn.Module):
         if not isinstance(k, int) or k < 1 or (k > 1 and routing.mode not in ("sample", "imitate")):
             got = f"{k} with {routing.mode} routing"
             raise ValueError(f"samples must be 1, or more with sample or imitate routing; got {got}")
+        if routing.full_depth_copy and routing.mode != "sample":
+            raise ValueError(f"full_depth_copy needs sample routing, got {routing.mode} routing")
         if not 0 <= routing.first_decision < self.num_layers:
             raise ValueError(f"first_decision must be in [0, {self.num_layers - 1}], got {routing.first_decision}")
         if routing.mode in ("fixed", "imitate"):
@@ -308,6 +320,17 @@ class JumpStack(nn.Module):
         actions = dist.sample() if given is None else given
         return actions, dist.log_prob(actions), dist.entropy()
 
+    def _decide_beside_full_copy(self, routing: Routing, layer: int, pooled, rows, input_logits, probed, full_rows):
+        """``_decide`` for the sampled rows; the full-depth copy's rows (the last of ``rows``, from
+        ``full_rows`` on) run the next layer, with log-prob and entropy 0."""
+        n = int(torch.searchsorted(rows, full_rows))  # rows ascend, so the full-depth copy's come last
+        first = slice(0, n)
+        decided = self._decide(
+            routing, layer, select_first(pooled, first), rows[first], input_logits, select_first(probed, first)
+        )
+        padding = rows.numel() - n
+        return tuple(None if z is None else torch.cat([z, z.new_zeros(padding)]) for z in decided)
+
     # -- forward ---------------------------------------------------------------------------
 
     def check_input(self, x: torch.Tensor, mask: torch.Tensor | None) -> None:
@@ -342,7 +365,8 @@ class JumpStack(nn.Module):
         """
         self.check_input(x, mask)
         routing = self.resolve_routing(routing, x.shape[0])
-        copies = routing.samples
+        copies = routing.samples + routing.full_depth_copy
+        full_rows = routing.samples * x.shape[0] if routing.full_depth_copy else None  # the first full-depth row
         features = masked_mean(x, mask).detach()
         if copies > 1:
             x, features = x.repeat(copies, 1, 1), features.repeat(copies, 1)
@@ -399,7 +423,10 @@ class JumpStack(nn.Module):
                 probing = probe is not None and i >= routing.first_decision
                 probed = probe.features(hi.detach(), run_mask) if probing else None
                 policy_inputs = select(pooled, back), rows, input_logits, select(probed, back)
-                a, logp, ent = self._decide(routing, i, *policy_inputs, bonus)  # (N,) each; a skips a layers
+                if full_rows is None:
+                    a, logp, ent = self._decide(routing, i, *policy_inputs, bonus)  # (N,) each; a skips a layers
+                else:
+                    a, logp, ent = self._decide_beside_full_copy(routing, i, *policy_inputs, full_rows)
                 actions[:, i].index_copy_(0, rows, a)
                 position.index_copy_(0, rows, i + 1 + a)
                 if logp is not None:

@@ -170,10 +170,18 @@ class Updates:
             return self._exact_policy_loss(inputs, targets, first_decision)
         k = self.agent.samples_per_input
         repeated_targets = targets.repeat(k)
+        teacher_copy = self.config.agent.teacher == "full_depth"  # the teacher rides along as one more copy
         with self._autocast():
-            sample = Routing("sample", first_decision=first_decision, explore=explore, samples=k)
-            outputs, trace = self.model(inputs, sample)  # K blocks of the batch
-            reference = self._reference(inputs)
+            sample = Routing(
+                "sample", first_decision=first_decision, explore=explore, samples=k, full_depth_copy=teacher_copy
+            )
+            outputs, trace = self.model(inputs, sample)  # K blocks of the batch (and the full-depth one)
+            if teacher_copy:
+                sampled = torch.arange(k * len(inputs), device=outputs.device)
+                reference = outputs[len(sampled) :].detach()
+                outputs, trace = outputs[: len(sampled)], trace.rows(sampled)
+            else:
+                reference = self._reference(inputs)
             task_loss, rewards = self._score(outputs, repeated_targets, trace, inputs, reference)
             greedy_rewards = None
             if self.config.agent.baseline == "self_critical":

@@ -179,6 +179,32 @@ def test_sampled_copies_of_an_input_run_a_layer_once_until_they_decide_different
     assert trace.unique_paths() > 5  # the check above saw copies that parted
 
 
+@pytest.mark.parametrize("first_decision", [0, 3])
+def test_a_full_depth_copy_rides_along_without_changing_the_sampled_paths(first_decision):
+    stack = make_stack(num_layers=8, max_jump=3)
+    x = torch.randn(5, 3, 16, dtype=torch.float64)
+    rows_seen = {}
+    for i, layer in enumerate(stack.layers):
+        layer.register_forward_pre_hook(lambda m, args, i=i: rows_seen.__setitem__(i, args[0].shape[0]))
+
+    def run(copy: bool):
+        rows_seen.clear()
+        torch.manual_seed(3)
+        sample = Routing("sample", samples=4, first_decision=first_decision, full_depth_copy=copy)
+        return *stack(x, routing=sample), dict(rows_seen)
+
+    alone, alone_trace, alone_seen = run(copy=False)
+    out, trace, seen = run(copy=True)
+    sampled = slice(0, 20)  # 4 blocks of 5, then the full-depth block
+    assert torch.equal(trace.actions[sampled], alone_trace.actions)  # the copy draws nothing
+    torch.testing.assert_close(out[sampled], alone)
+    torch.testing.assert_close(trace.log_probs[sampled], alone_trace.log_probs)
+    torch.testing.assert_close(out[20:], stack(x, routing="full")[0])
+    assert trace.executed[20:].all() and not trace.log_probs[20:].any() and not trace.entropy[20:].any()
+    extra = sum(seen.values()) - sum(alone_seen.values())  # its rows where every copy has jumped
+    assert seen[0] == alone_seen[0] == 5 and 0 < extra < 8 * 5
+
+
 def test_every_path_of_an_input_runs_each_distinct_state_once():
     stack = make_stack(num_layers=8, max_jump=3)
     x = torch.randn(3, 3, 16, dtype=torch.float64)
@@ -339,6 +365,8 @@ def test_bad_routing_raises():
         stack(x, routing=Routing("sample", explore=1.0))
     with pytest.raises(ValueError, match="samples must be 1, or more with sample or imitate routing; got 2 with gre"):
         stack(x, routing=Routing("greedy", samples=2))
+    with pytest.raises(ValueError, match="full_depth_copy needs sample routing, got greedy routing"):
+        stack(x, routing=Routing("greedy", full_depth_copy=True))
 
 
 def test_seed_compatible_skip_layer_keeps_logs_per_sample():
