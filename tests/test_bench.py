@@ -113,6 +113,15 @@ def test_bench_run_times_greedy_against_full_depth_at_three_batch_sizes(tiny_run
         assert r["ideal"] == pytest.approx(1 / r["compute_fraction"])
         assert r["speedup"] == pytest.approx(r["full_ms"] / r["greedy_ms"])
         assert r["efficiency"] == pytest.approx(r["speedup"] / r["ideal"])
+    with torch.no_grad():
+        executed = model(task.test.inputs[:64], "greedy")[1].executed
+    for label in ("1", "64"):  # the same 64 inputs, one by one and as one batch
+        part, ideal = result["parts"][label], 1 / float(compute[:64].mean())
+        assert part["rows_per_layer"] == executed.sum(dim=0).tolist()
+        ms, routing_full = part["ms"], part["routing_ms_full"]
+        assert routing_full == pytest.approx(ms["full"] - ms["layers_at_full_depth"])
+        free = ms["full"] / (ms["layers_at_greedy_rows"] + routing_full) / ideal
+        assert part["free_routing_efficiency"] == pytest.approx(free, rel=1e-4)
 
 
 def test_bench_run_on_a_bad_run_dir_exits_2_with_one_line(tmp_path, capsys):
