@@ -184,7 +184,8 @@ def parameters_excluding(module: nn.Module, excluded: nn.Module) -> list[nn.Para
 
 
 class JumpStack(nn.Module):
-    """x (B, T, D), mask (B, T) bool (True = real token) or None -> (K * B, T, D), K = ``Routing.samples``."""
+    """x (B, T, D), mask (B, T) bool (True = real token) or None -> (K * B, T, D), K = ``Routing.samples``
+    (plus one with ``Routing.full_depth_copy``)."""
 
     def __init__(self, config: StackConfig) -> None:
         super().__init__()
@@ -359,7 +360,7 @@ class JumpStack(nn.Module):
         probe: Probe | None = None,
     ) -> tuple[torch.Tensor, JumpTrace]:
         """x (B, T, D), mask (B, T) or None -> output (K * B, T, D) and the trace of the paths taken
-        (K * B rows too), K = ``routing.samples`` (1 unless set).
+        (K * B rows too), K = ``routing.samples`` (1 unless set), plus one with ``routing.full_depth_copy``.
 
         probe: the task head's view of a state, needed by a policy with ``policy_confidence``.
         """
@@ -379,8 +380,8 @@ class JumpStack(nn.Module):
             raise ValueError("this policy reads the task head's confidence (policy_confidence): pass a probe")
 
         input_logits = None
-        if routing.uses_policy and self.policy.inputs == "input":
-            input_logits = self.policy(features)
+        if routing.uses_policy and self.policy.inputs == "input":  # the full-depth copy draws nothing
+            input_logits = self.policy(features if full_rows is None else features[:full_rows])
         position = torch.zeros(b, dtype=torch.long, device=device)  # next layer each sample runs
         actions = torch.full((b, num_layers - 1), -1, dtype=torch.long, device=device)
         executed = torch.zeros(b, num_layers, dtype=torch.bool, device=device)

@@ -179,9 +179,11 @@ def test_sampled_copies_of_an_input_run_a_layer_once_until_they_decide_different
     assert trace.unique_paths() > 5  # the check above saw copies that parted
 
 
-@pytest.mark.parametrize("first_decision", [0, 3])
-def test_a_full_depth_copy_rides_along_without_changing_the_sampled_paths(first_decision):
-    stack = make_stack(num_layers=8, max_jump=3)
+@pytest.mark.parametrize(
+    ("first_decision", "policy"), [(0, {}), (3, {}), (0, {"policy_inputs": "input", "policy_dropout": 0.3})]
+)
+def test_a_full_depth_copy_rides_along_without_changing_the_sampled_paths(first_decision, policy):
+    stack = make_stack(num_layers=8, max_jump=3, **policy)
     x = torch.randn(5, 3, 16, dtype=torch.float64)
     rows_seen = {}
     for i, layer in enumerate(stack.layers):
