@@ -137,10 +137,12 @@ def test_the_teacher_pairs_every_copy_of_an_input_with_that_inputs_full_depth(mo
     updates = make_trainer(f"agent.estimator={estimator}", "agent.exact_inputs=16").updates
     inputs, targets = updates.task.train.inputs[:16], updates.task.train.targets[:16]
     scored, score = [], updates._score
-    monkeypatch.setattr(updates, "_score", lambda *args: scored.append((args[2], score(*args)[1])) or score(*args))
+    monkeypatch.setattr(updates, "_score", lambda *args: scored.append((*args, score(*args)[1])) or score(*args))
     lam = float(updates.agent.lam)
     updates._policy_loss(inputs, targets, 0, 0.0)
-    ((trace, rewards),) = scored
+    ((outputs, _, trace, _, reference, rewards),) = scored
+    assert len(outputs) == len(trace.actions) == len(rewards)  # the sampled rows only, not the teacher's copy
+    torch.testing.assert_close(reference, updates._reference(inputs))  # the ride-along copy is a full-depth pass
     full = trace.executed.all(dim=1)  # copies that ran full depth: no divergence from their own input's
     assert full[len(inputs) :].any()  # some beyond the first block of copies
     # paired with another input's full depth, a copy would diverge from it
