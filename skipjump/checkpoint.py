@@ -118,6 +118,12 @@ def check_module_state(module: torch.nn.Module, state: Any, path: str | Path, wh
     return state
 
 
+def check_counts(state: dict, path: str | Path, keys: tuple[str, ...] = ("step", "policy_updates")) -> None:
+    """CheckpointError unless each of ``keys`` in ``state`` is a count (an int >= 0, not a bool)."""
+    if not all(type(state.get(key)) is int and state[key] >= 0 for key in keys):
+        raise CheckpointError(f"{path}: malformed checkpoint ({' and '.join(keys)} must be counts)")
+
+
 def describe_tensor(tensor: torch.Tensor) -> str:
     """``float32 (16, 4)``: what a tensor is, for error messages."""
     return f"{str(tensor.dtype).removeprefix('torch.')} {tuple(tensor.shape)}"

@@ -18,6 +18,7 @@ import torch
 
 from skipjump.checkpoint import (
     CheckpointError,
+    check_counts,
     check_module_state,
     check_random_states,
     describe_tensor,
@@ -85,10 +86,8 @@ def load_trained(run_dir: str | Path) -> tuple[Trainer, dict[str, Any]]:
     trainer = build(config)
     path = checkpoint_path(run_dir)
     load_module_state(trainer.model, state["model"], path, "the model")
-    updates = state.get("policy_updates")
-    if not isinstance(updates, int) or updates < 0:
-        raise CheckpointError(f"{path}: malformed checkpoint (policy_updates must be a count)")
-    trainer.policy_updates = updates  # so that first_decision() is the run's last (a curriculum's)
+    check_counts(state, path, ("policy_updates",))
+    trainer.policy_updates = state["policy_updates"]  # so that first_decision() is the run's last (a curriculum's)
     return trainer, state
 
 
@@ -117,8 +116,7 @@ def check_state(trainer: Trainer, state: Any, path: str | Path) -> None:
     missing = [key for key in STATE_KEYS if key not in state]
     if missing:
         raise CheckpointError(f"{path}: incomplete checkpoint, missing {', '.join(missing)}")
-    if not all(type(state[key]) is int and state[key] >= 0 for key in ("step", "policy_updates")):
-        raise CheckpointError(f"{path}: malformed checkpoint (step and policy_updates must be counts)")
+    check_counts(state, path)
     if "global_batch" in state and not (type(state["global_batch"]) is int and state["global_batch"] > 0):
         raise malformed("global_batch", f"got {cut(state['global_batch'], 60, quote=True)}, must be a count > 0")
     check_module_state(trainer.model, state["model"], path, "the model")

@@ -321,16 +321,16 @@ class JumpStack(nn.Module):
         actions = dist.sample() if given is None else given
         return actions, dist.log_prob(actions), dist.entropy()
 
-    def _decide_beside_full_copy(self, routing: Routing, layer: int, pooled, rows, input_logits, probed, full_rows):
-        """``_decide`` for the sampled rows; the full-depth copy's rows (the last of ``rows``, from
-        ``full_rows`` on) run the next layer, with log-prob and entropy 0."""
-        n = int(torch.searchsorted(rows, full_rows))  # rows ascend, so the full-depth copy's come last
+    def _decide_beside_full_copy(self, routing: Routing, layer: int, pooled, rows, input_logits, probed, copy_rows):
+        """``_decide`` for the sampled rows; the full-depth copy's ``copy_rows`` rows run the next layer,
+        with log-prob and entropy 0. The copy never jumps, so all its rows are at every layer, and the
+        last of ``rows`` (which ascend): no search needed."""
+        n = rows.numel() - copy_rows
         first = slice(0, n)
         decided = self._decide(
             routing, layer, select_first(pooled, first), rows[first], input_logits, select_first(probed, first)
         )
-        padding = rows.numel() - n
-        return tuple(None if z is None else torch.cat([z, z.new_zeros(padding)]) for z in decided)
+        return tuple(None if z is None else torch.cat([z, z.new_zeros(copy_rows)]) for z in decided)
 
     # -- forward ---------------------------------------------------------------------------
 
@@ -427,7 +427,7 @@ class JumpStack(nn.Module):
                 if full_rows is None:
                     a, logp, ent = self._decide(routing, i, *policy_inputs, bonus)  # (N,) each; a skips a layers
                 else:
-                    a, logp, ent = self._decide_beside_full_copy(routing, i, *policy_inputs, full_rows)
+                    a, logp, ent = self._decide_beside_full_copy(routing, i, *policy_inputs, b - full_rows)
                 actions[:, i].index_copy_(0, rows, a)
                 position.index_copy_(0, rows, i + 1 + a)
                 if logp is not None:

@@ -17,7 +17,14 @@ from collections.abc import Iterator
 import torch
 from tqdm import tqdm
 
-from skipjump.checkpoint import CheckpointError, load_module_state, random_states, seed_everything, set_random_states
+from skipjump.checkpoint import (
+    CheckpointError,
+    check_counts,
+    load_module_state,
+    random_states,
+    seed_everything,
+    set_random_states,
+)
 from skipjump.config import Config, ConfigError
 from skipjump.distributed import Ranks
 from skipjump.evaluate import Evaluation, run_policy, subsample
@@ -180,8 +187,7 @@ class Trainer:
         missing = [key for key in STATE_KEYS if key not in state]
         if missing:
             raise CheckpointError(f"{path}: incomplete checkpoint, missing {', '.join(missing)}")
-        if not all(isinstance(state[key], int) and state[key] >= 0 for key in ("step", "policy_updates")):
-            raise CheckpointError(f"{path}: malformed checkpoint (step and policy_updates must be counts)")
+        check_counts(state, path)
         load_module_state(self.model, state["model"], path, "the model")
         try:
             self.updates.load_state_dict(state["updates"], path)

@@ -180,8 +180,8 @@ class Updates:
                 sampled = torch.arange(k * len(inputs), device=outputs.device)
                 reference = outputs[len(sampled) :].detach()
                 outputs, trace = outputs[: len(sampled)], trace.rows(sampled)
-            else:
-                reference = self._reference(inputs)
+            else:  # the labels teacher: no reference
+                reference = None
             task_loss, rewards = self._score(outputs, repeated_targets, trace, inputs, reference)
             greedy_rewards = None
             if self.config.agent.baseline == "self_critical":
