@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.distributions import Categorical
 
@@ -310,9 +311,9 @@ class JumpStack(nn.Module):
         else:
             logits = self.policy(pooled.detach(), layer, probed)
         logits = logits[:, :choices]  # longer jumps land on the last layer too: one choice, not several
-        logits = logits.to(self.work_memory.dtype)  # under bf16 autocast: log-probs in the stack's dtype
         if routing.mode == "greedy":  # nothing to learn from: no distribution to build
             return (logits + bonus[:choices]).argmax(dim=-1), None, None
+        logits = logits.to(self.work_memory.dtype)  # under bf16 autocast: log-probs in the stack's dtype
         if routing.mode == "sample" and routing.explore > 0:
             probs = torch.softmax(logits, dim=-1).mul(1 - routing.explore).add(routing.explore / choices)
             dist = Categorical(probs=probs, validate_args=False)
@@ -383,6 +384,9 @@ class JumpStack(nn.Module):
         if routing.uses_policy and self.policy.inputs == "input":  # the full-depth copy draws nothing
             input_logits = self.policy(features if full_rows is None else features[:full_rows])
         position = torch.zeros(b, dtype=torch.long, device=device)  # next layer each sample runs
+        # rows waiting at each layer, counted on the host from each decision's landings: a layer that no row
+        # or every row waits at needs no search (a host sync)
+        waiting = [b] + [0] * (num_layers - 1)
         actions = torch.full((b, num_layers - 1), -1, dtype=torch.long, device=device)
         executed = torch.zeros(b, num_layers, dtype=torch.bool, device=device)
         log_probs = x.new_zeros(b)
@@ -394,18 +398,18 @@ class JumpStack(nn.Module):
         mix = self.mix_weights() if jump_mix else None
         bonus = self.greedy_bonus() if routing.mode == "greedy" else None  # once per pass, not per decision
         probe = probe if state_policy and self.policy.extra else None
-        all_rows = torch.arange(b, device=device) if routing.mode == "full" else None
+        all_rows = torch.arange(b, device=device)
         # twin[r]: the first row in the same state as row r (a copy of its input that decided alike so far)
         twin = torch.arange(b, device=device) % (b // copies) if copies > 1 else None
 
         compiled = self.compiled_layers if routing.mode == "full" and torch.is_grad_enabled() else []
         for i, layer in enumerate(compiled or self.layers):
-            if routing.mode == "full":  # every row runs every layer: no need to look
+            if routing.mode == "full" or waiting[i] == b:  # every row runs this layer: no need to look
                 rows = all_rows
-            else:
-                rows = torch.nonzero(position == i).flatten()  # a host sync per layer (three with twins)
-            if rows.numel() == 0:
+            elif waiting[i] == 0:
                 continue
+            else:
+                rows = torch.nonzero(position == i).flatten()  # a host sync (three with twins)
             # run: the rows that compute (None: all B), back: (N,) where each row's state is among them
             if twin is None:
                 run, back = (None if rows.numel() == b else rows), None
@@ -418,6 +422,7 @@ class JumpStack(nn.Module):
 
             if i == num_layers - 2:  # every action lands on the last layer: nothing to decide
                 position.index_fill_(0, rows, num_layers - 1)
+                waiting[-1] += rows.numel()
             elif i < num_layers - 2:
                 # the state policy's input and the working memory's, per computed row; unused otherwise
                 pooled = masked_mean(hi, run_mask) if state_policy or jump_mix else None
@@ -429,7 +434,11 @@ class JumpStack(nn.Module):
                 else:
                     a, logp, ent = self._decide_beside_full_copy(routing, i, *policy_inputs, b - full_rows)
                 actions[:, i].index_copy_(0, rows, a)
-                position.index_copy_(0, rows, i + 1 + a)
+                landing = i + 1 + a
+                position.index_copy_(0, rows, landing)
+                if routing.mode != "full":  # full depth needs no count (every row runs every layer)
+                    for there in landing.tolist():  # a host sync per decision
+                        waiting[there] += 1
                 if logp is not None:
                     log_probs = log_probs.index_add(0, rows, logp)
                     decision_log_probs[i] = decision_log_probs[i].index_copy(0, rows, logp)
@@ -460,13 +469,14 @@ class JumpStack(nn.Module):
 
     def greedy_bonus(self) -> torch.Tensor:
         """(max_jump + 1,) the policy's greedy price times the layers each action skips (a skips a)."""
-        skipped = torch.arange(self.config.max_jump + 1, device=self.work_memory.device, dtype=self.work_memory.dtype)
-        return self.policy.greedy_price.to(skipped.dtype) * skipped
+        price = self.policy.greedy_price  # a buffer: in the stack's dtype and on its device
+        return price * torch.arange(self.config.max_jump + 1, device=price.device)
 
-    def mix_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per layers skipped s in 0..max_jump: the weight of x and of work_mem, (max_jump + 1,) each; 0 for s = 0."""
-        no_jump = self.jump_weights.new_zeros(1)
-        return torch.cat([no_jump, self.jump_weights]), torch.cat([no_jump, 1 - self.jump_weights])
+    def mix_weights(self) -> torch.Tensor:
+        """(2, max_jump + 1): per layers skipped s in 0..max_jump, the weight of x (row 0) and of work_mem
+        (row 1); 0 for s = 0."""
+        w = self.jump_weights
+        return F.pad(torch.stack([w, 1 - w]), (1, 0))
 
     def after_jump(
         self,
@@ -475,7 +485,7 @@ class JumpStack(nn.Module):
         work_mem: torch.Tensor,
         pooled: torch.Tensor,
         skipped: torch.Tensor,
-        mix: tuple[torch.Tensor, torch.Tensor],
+        mix: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The working memory update and the jump mix for N rows that decided to skip ``skipped`` (N,) layers.
 
@@ -483,8 +493,10 @@ class JumpStack(nn.Module):
         mix from :meth:`mix_weights`. Returns the new hi and work_mem.
         """
         memory = pooled.unsqueeze(1)  # (N, 1, D)
-        wm = torch.lerp(memory, work_mem, self.work_memory_gate(memory).to(memory.dtype))  # bf16 under autocast
-        weight_x, weight_mem = mix[0][skipped].view(-1, 1, 1), mix[1][skipped].view(-1, 1, 1)
+        gate, _ = self.work_memory_gate  # called functionally: a module call costs ~3 us, at every decision
+        g = torch.sigmoid(F.linear(memory, gate.weight, gate.bias)).to(memory.dtype)  # bf16 under autocast
+        wm = torch.lerp(memory, work_mem, g)
+        weight_x, weight_mem = mix.index_select(1, skipped).view(2, -1, 1, 1)
         return torch.addcmul(torch.addcmul(hi, weight_x, x), weight_mem, wm), wm
 
     def output(self, h: torch.Tensor) -> torch.Tensor:
