@@ -32,7 +32,7 @@ from torch.distributions import Categorical
 from skipjump.config import StackConfig, check_stack
 from skipjump.layer import JumpLayer
 from skipjump.paths import executed_to_paths, next_layer
-from skipjump.policy import JumpPolicy
+from skipjump.policy import JumpPolicy, PolicyWeights
 
 RoutingMode = Literal["sample", "greedy", "full", "random", "fixed", "imitate"]
 ROUTING_MODES = typing.get_args(RoutingMode)
@@ -285,13 +285,21 @@ class JumpStack(nn.Module):
         return min(self.config.max_jump, self.num_layers - 2 - layer) + 1
 
     def _decide(
-        self, routing: Routing, layer: int, pooled: torch.Tensor | None, rows, input_logits, probed=None, bonus=None
+        self,
+        routing: Routing,
+        layer: int,
+        pooled: torch.Tensor | None,
+        rows,
+        input_logits,
+        probed=None,
+        weights: PolicyWeights | None = None,
+        bonus=None,
     ):
         """Actions (N,) for the rows at ``layer``, and their log-probs and entropies (or None).
 
-        pooled (N, D) is the rows' mean hidden state, read detached by a state policy; probed
-        (N, PROBE_FEATURES) the head's confidence on it, or None; bonus (max_jump + 1,) what greedy
-        adds to each action's logit (``greedy_bonus``).
+        pooled (N, D) is the rows' mean hidden state, read detached by a state policy with ``weights``
+        (the policy's, looked up once per pass); probed (N, PROBE_FEATURES) the head's confidence on it,
+        or None; bonus (max_jump + 1,) what greedy adds to each action's logit (``greedy_bonus``).
         """
         n, device = rows.numel(), rows.device
         choices = self.distinct_actions(layer)
@@ -309,7 +317,7 @@ class JumpStack(nn.Module):
         if input_logits is not None:
             logits = input_logits.index_select(0, rows)
         else:
-            logits = self.policy(pooled.detach(), layer, probed)
+            logits = self.policy.logits(weights, pooled.detach(), layer, probed)
         logits = logits[:, :choices]  # longer jumps land on the last layer too: one choice, not several
         if routing.mode == "greedy":  # nothing to learn from: no distribution to build
             return (logits + bonus[:choices]).argmax(dim=-1), None, None
@@ -322,14 +330,16 @@ class JumpStack(nn.Module):
         actions = dist.sample() if given is None else given
         return actions, dist.log_prob(actions), dist.entropy()
 
-    def _decide_beside_full_copy(self, routing: Routing, layer: int, pooled, rows, input_logits, probed, copy_rows):
+    def _decide_beside_full_copy(
+        self, routing: Routing, layer: int, pooled, rows, input_logits, probed, weights, copy_rows
+    ):
         """``_decide`` for the sampled rows; the full-depth copy's ``copy_rows`` rows run the next layer,
         with log-prob and entropy 0. The copy never jumps, so all its rows are at every layer, and the
         last of ``rows`` (which ascend): no search needed."""
         n = rows.numel() - copy_rows
         first = slice(0, n)
         decided = self._decide(
-            routing, layer, select_first(pooled, first), rows[first], input_logits, select_first(probed, first)
+            routing, layer, select_first(pooled, first), rows[first], input_logits, select_first(probed, first), weights
         )
         return tuple(None if z is None else torch.cat([z, z.new_zeros(copy_rows)]) for z in decided)
 
@@ -397,6 +407,7 @@ class JumpStack(nn.Module):
         jump_mix = self.config.jump_mix and routing.mode != "full"
         mix = self.mix_weights() if jump_mix else None
         bonus = self.greedy_bonus() if routing.mode == "greedy" else None  # once per pass, not per decision
+        weights = self.policy.weights() if state_policy else None
         probe = probe if state_policy and self.policy.extra else None
         all_rows = torch.arange(b, device=device)
         # twin[r]: the first row in the same state as row r (a copy of its input that decided alike so far)
@@ -428,7 +439,7 @@ class JumpStack(nn.Module):
                 pooled = masked_mean(hi, run_mask) if state_policy or jump_mix else None
                 probing = probe is not None and i >= routing.first_decision
                 probed = probe.features(hi.detach(), run_mask) if probing else None
-                policy_inputs = select(pooled, back), rows, input_logits, select(probed, back)
+                policy_inputs = select(pooled, back), rows, input_logits, select(probed, back), weights
                 if full_rows is None:
                     a, logp, ent = self._decide(routing, i, *policy_inputs, bonus)  # (N,) each; a skips a layers
                 else:
