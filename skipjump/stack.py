@@ -22,7 +22,7 @@ import dataclasses
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -89,6 +89,14 @@ class Probe:
 
 
 PROBE_FEATURES = 2  # top probability, normalised entropy
+
+
+class MixWeights(NamedTuple):
+    """What the jump mix reads (:meth:`JumpStack.mix_weights`)."""
+
+    by_skip: torch.Tensor  # (2, max_jump + 1): per layers skipped, the weight of x and of work_mem; 0 for none
+    gate_weight: torch.Tensor  # (1, D): the working memory's gate, sigmoid(linear(mean_t(x)))
+    gate_bias: torch.Tensor  # (1,)
 
 
 @dataclass
@@ -483,11 +491,10 @@ class JumpStack(nn.Module):
         price = self.policy.greedy_price  # a buffer: in the stack's dtype and on its device
         return price * torch.arange(self.config.max_jump + 1, device=price.device)
 
-    def mix_weights(self) -> torch.Tensor:
-        """(2, max_jump + 1): per layers skipped s in 0..max_jump, the weight of x (row 0) and of work_mem
-        (row 1); 0 for s = 0."""
-        w = self.jump_weights
-        return F.pad(torch.stack([w, 1 - w]), (1, 0))
+    def mix_weights(self) -> MixWeights:
+        """The jump mix's weights, looked up once per pass (each module lookup costs about 1 us)."""
+        w, (gate, _) = self.jump_weights, self.work_memory_gate
+        return MixWeights(F.pad(torch.stack([w, 1 - w]), (1, 0)), gate.weight, gate.bias)
 
     def after_jump(
         self,
@@ -496,7 +503,7 @@ class JumpStack(nn.Module):
         work_mem: torch.Tensor,
         pooled: torch.Tensor,
         skipped: torch.Tensor,
-        mix: torch.Tensor,
+        mix: MixWeights,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The working memory update and the jump mix for N rows that decided to skip ``skipped`` (N,) layers.
 
@@ -504,10 +511,9 @@ class JumpStack(nn.Module):
         mix from :meth:`mix_weights`. Returns the new hi and work_mem.
         """
         memory = pooled.unsqueeze(1)  # (N, 1, D)
-        gate, _ = self.work_memory_gate  # called functionally: a module call costs ~3 us, at every decision
-        g = torch.sigmoid(F.linear(memory, gate.weight, gate.bias)).to(memory.dtype)  # bf16 under autocast
+        g = torch.sigmoid(F.linear(memory, mix.gate_weight, mix.gate_bias)).to(memory.dtype)  # bf16 under autocast
         wm = torch.lerp(memory, work_mem, g)
-        weight_x, weight_mem = mix.index_select(1, skipped).view(2, -1, 1, 1)
+        weight_x, weight_mem = mix.by_skip.index_select(1, skipped).view(2, -1, 1, 1)
         return torch.addcmul(torch.addcmul(hi, weight_x, x), weight_mem, wm), wm
 
     def output(self, h: torch.Tensor) -> torch.Tensor:
