@@ -456,7 +456,8 @@ class JumpStack(nn.Module):
                 landing = i + 1 + a
                 position.index_copy_(0, rows, landing)
                 if routing.mode != "full":  # full depth needs no count (every row runs every layer)
-                    for there in landing.tolist():  # a host sync per decision
+                    landed = landing.tolist()  # a host sync per decision
+                    for there in landed:
                         waiting[there] += 1
                 if logp is not None:
                     log_probs = log_probs.index_add(0, rows, logp)
@@ -470,7 +471,8 @@ class JumpStack(nn.Module):
                     hi = hi.index_select(0, source)
                 if jump_mix:  # the working memory is read only here, so it is kept only then
                     x_rows, memory = select(x, write), select(work_mem, mem_source)
-                    hi, wm = self.after_jump(hi, x_rows, memory, select(pooled, source), a, mix)
+                    skipped = a if max(landed) > i + 1 else None  # None: no row jumped, the mix would add zeros
+                    hi, wm = self.after_jump(hi, x_rows, memory, select(pooled, source), skipped, mix)
                     work_mem, own_mem = write_rows(work_mem, write, wm, own_mem), True
 
             h, own_h = write_rows(h, write, hi, own_h), True
@@ -502,10 +504,11 @@ class JumpStack(nn.Module):
         x: torch.Tensor,
         work_mem: torch.Tensor,
         pooled: torch.Tensor,
-        skipped: torch.Tensor,
+        skipped: torch.Tensor | None,
         mix: MixWeights,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The working memory update and the jump mix for N rows that decided to skip ``skipped`` (N,) layers.
+        """The working memory update and the jump mix for N rows that decided to skip ``skipped`` (N,) layers
+        (None: none of them skips, so hi is left as it is).
 
         hi, x (N, T, D): layer output and stack input; work_mem (N, 1, D); pooled (N, D) = mean_t(hi);
         mix from :meth:`mix_weights`. Returns the new hi and work_mem.
@@ -513,6 +516,8 @@ class JumpStack(nn.Module):
         memory = pooled.unsqueeze(1)  # (N, 1, D)
         g = torch.sigmoid(F.linear(memory, mix.gate_weight, mix.gate_bias)).to(memory.dtype)  # bf16 under autocast
         wm = torch.lerp(memory, work_mem, g)
+        if skipped is None:
+            return hi, wm
         weight_x, weight_mem = mix.by_skip.index_select(1, skipped).view(2, -1, 1, 1)
         return torch.addcmul(torch.addcmul(hi, weight_x, x), weight_mem, wm), wm
 
@@ -562,7 +567,7 @@ class JumpStack(nn.Module):
         else:
             policy_calls = decisions
         policy_flops = policy_calls.to(features.dtype) * (self.policy.flops(tokens) + probe_flops)
-        if routing.uses_policy:
+        if routing.mode in ("sample", "imitate"):  # the others build no distribution: their entropy stays 0
             entropy = entropy / decisions.clamp(min=1).to(entropy.dtype)
         return JumpTrace(
             actions=actions,
