@@ -326,9 +326,12 @@ class JumpStack(nn.Module):
             logits = input_logits.index_select(0, rows)
         else:
             logits = self.policy.logits(weights, pooled.detach(), layer, probed)
-        logits = logits[:, :choices]  # longer jumps land on the last layer too: one choice, not several
+        if routing.mode == "greedy":
+            logits = logits + bonus
+        if choices <= self.config.max_jump:  # longer jumps land on the last layer too: one choice, not several
+            logits = logits[:, :choices]
         if routing.mode == "greedy":  # nothing to learn from: no distribution to build
-            return (logits + bonus[:choices]).argmax(dim=-1), None, None
+            return logits.argmax(dim=-1), None, None
         logits = logits.to(self.work_memory.dtype)  # under bf16 autocast: log-probs in the stack's dtype
         if routing.mode == "sample" and routing.explore > 0:
             probs = torch.softmax(logits, dim=-1).mul(1 - routing.explore).add(routing.explore / choices)
@@ -428,7 +431,7 @@ class JumpStack(nn.Module):
             elif waiting[i] == 0:
                 continue
             else:
-                rows = torch.nonzero(position == i).flatten()  # a host sync (three with twins)
+                rows = torch.nonzero(position == i).flatten()  # a host sync (two more with twins)
             # run: the rows that compute (None: all B), back: (N,) where each row's state is among them
             if twin is None:
                 run, back = (None if rows.numel() == b else rows), None
@@ -456,9 +459,9 @@ class JumpStack(nn.Module):
                 landing = i + 1 + a
                 position.index_copy_(0, rows, landing)
                 if routing.mode != "full":  # full depth needs no count (every row runs every layer)
-                    landed = landing.tolist()  # a host sync per decision
-                    for there in landed:
-                        waiting[there] += 1
+                    per_action = torch.bincount(a, minlength=2).tolist()  # a host sync per decision
+                    for skip, count in enumerate(per_action):
+                        waiting[i + 1 + skip] += count
                 if logp is not None:
                     log_probs = log_probs.index_add(0, rows, logp)
                     decision_log_probs[i] = decision_log_probs[i].index_copy(0, rows, logp)
@@ -471,7 +474,10 @@ class JumpStack(nn.Module):
                     hi = hi.index_select(0, source)
                 if jump_mix:  # the working memory is read only here, so it is kept only then
                     x_rows, memory = select(x, write), select(work_mem, mem_source)
-                    skipped = a if max(landed) > i + 1 else None  # None: no row jumped, the mix would add zeros
+                    # the mix adds zeros where no row jumped: left out there, unless its weights would get a
+                    # (zero) gradient, which moves them under Adam's momentum where none (None) would not
+                    jumped = sum(per_action[1:]) > 0 or mix.by_skip.requires_grad
+                    skipped = a if jumped else None
                     hi, wm = self.after_jump(hi, x_rows, memory, select(pooled, source), skipped, mix)
                     work_mem, own_mem = write_rows(work_mem, write, wm, own_mem), True
 
@@ -508,13 +514,15 @@ class JumpStack(nn.Module):
         mix: MixWeights,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The working memory update and the jump mix for N rows that decided to skip ``skipped`` (N,) layers
-        (None: none of them skips, so hi is left as it is).
+        (None: none of them skips, so hi is left as it is and the mix's weights get no gradient).
 
         hi, x (N, T, D): layer output and stack input; work_mem (N, 1, D); pooled (N, D) = mean_t(hi);
         mix from :meth:`mix_weights`. Returns the new hi and work_mem.
         """
         memory = pooled.unsqueeze(1)  # (N, 1, D)
-        g = torch.sigmoid(F.linear(memory, mix.gate_weight, mix.gate_bias)).to(memory.dtype)  # bf16 under autocast
+        g = torch.sigmoid(F.linear(memory, mix.gate_weight, mix.gate_bias))
+        if g.dtype != memory.dtype:  # bf16 under autocast
+            g = g.to(memory.dtype)
         wm = torch.lerp(memory, work_mem, g)
         if skipped is None:
             return hi, wm
