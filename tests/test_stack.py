@@ -406,6 +406,19 @@ def test_a_jump_clamped_at_the_end_skips_nothing_and_mixes_nothing():
         stack(x, routing=Routing("fixed", actions=torch.tensor([0, 0, 0, -7, 0])))
 
 
+def test_the_jump_mix_gets_a_zero_gradient_not_none_when_no_row_jumps():
+    # AdamW skips a parameter without a gradient, and still moves one with a zero gradient (momentum,
+    # weight decay): a training pass in which no row jumps must leave the mix's weights a zero gradient,
+    # as the mix with weight 0 does, or training would change with whether a batch happened to jump.
+    stack = make_stack()
+    stack.policy.net[2].bias.data = torch.tensor([100.0, -100.0, -100.0], dtype=torch.float64)  # never jump
+    out, trace = stack(torch.randn(4, 3, 16, dtype=torch.float64), routing=Routing("sample"))
+    assert int((trace.actions > 0).sum()) == 0
+    out.square().sum().backward()
+    for p in (stack.jump_weights, stack.work_memory_gate[0].weight):
+        assert p.grad is not None and not p.grad.any()
+
+
 def test_actions_that_land_on_the_same_layer_are_one_choice():
     # 8 layers, max_jump 3; policy probabilities [0.30, 0.233, 0.233, 0.233] after every layer.
     stack = tiny_stack(num_layers=8, max_jump=3)
