@@ -70,14 +70,21 @@ def _rank(rank: int, worker, world: int, port: int, out: Path, join: bool, *args
 
 
 def spawn(worker, tmp_path: Path, world: int, *args, suffix: str = "pt", join: bool = True) -> list:
-    """Run ``worker`` on ``world`` ranks and read what each saved; fail, not hang, if a rank is left waiting."""
-    context = mp.spawn(_rank, args=(worker, world, free_port(), tmp_path, join, *args), nprocs=world, join=False)
-    deadline = time.monotonic() + 120
-    while not context.join(timeout=1):
-        if time.monotonic() > deadline:
-            for process in context.processes:
-                process.kill()
-            pytest.fail("a rank was left waiting")
+    """Run ``worker`` on ``world`` ranks and read what each saved; fail, not hang, if a rank is left waiting.
+    A port taken by another process between ``free_port`` and rank 0's bind is retried with a new one."""
+    for attempt in range(3):
+        context = mp.spawn(_rank, args=(worker, world, free_port(), tmp_path, join, *args), nprocs=world, join=False)
+        deadline = time.monotonic() + 120
+        try:
+            while not context.join(timeout=1):
+                if time.monotonic() > deadline:
+                    for process in context.processes:
+                        process.kill()
+                    pytest.fail("a rank was left waiting")
+            break
+        except mp.ProcessRaisedException as error:
+            if "EADDRINUSE" not in str(error) or attempt == 2:
+                raise
     read = torch.load if suffix == "pt" else Path.read_text
     return [read(tmp_path / f"rank{r}.{suffix}") for r in range(world)]
 
