@@ -113,8 +113,8 @@ class JumpTrace:
     # (B, L - 1) log pi(a) of each decision, 0 where none (rows sum to log_probs); None if not from a stack
     decision_log_probs: torch.Tensor | None = None
 
-    def rows(self, index: torch.Tensor) -> JumpTrace:
-        """The trace of rows ``index`` (N,) only."""
+    def rows(self, index: torch.Tensor | slice) -> JumpTrace:
+        """The trace of rows ``index`` ((N,) or a slice) only."""
         return JumpTrace(**{f.name: select(getattr(self, f.name), index) for f in dataclasses.fields(self)})
 
     def paths(self) -> list[tuple[int, ...]]:
@@ -148,13 +148,11 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     return (x * weights).sum(dim=1) / weights.sum(dim=1)
 
 
-def select(z: torch.Tensor | None, index: torch.Tensor | None) -> torch.Tensor | None:
-    """z's rows ``index`` (None: all of them); None stays None."""
-    return z if z is None or index is None else z.index_select(0, index)
-
-
-def select_first(z: torch.Tensor | None, rows: slice) -> torch.Tensor | None:
-    return None if z is None else z[rows]
+def select(z: torch.Tensor | None, index: torch.Tensor | slice | None) -> torch.Tensor | None:
+    """z's rows ``index`` ((N,) or a slice; None: all of them); None stays None."""
+    if z is None or index is None:
+        return z
+    return z[index] if isinstance(index, slice) else z.index_select(0, index)
 
 
 def states_of(rows: torch.Tensor, twin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -347,10 +345,9 @@ class JumpStack(nn.Module):
         """``_decide`` for the sampled rows; the full-depth copy's ``copy_rows`` rows run the next layer,
         with log-prob and entropy 0. The copy never jumps, so all its rows are at every layer, and the
         last of ``rows`` (which ascend): no search needed."""
-        n = rows.numel() - copy_rows
-        first = slice(0, n)
+        first = slice(0, rows.numel() - copy_rows)
         decided = self._decide(
-            routing, layer, select_first(pooled, first), rows[first], input_logits, select_first(probed, first), weights
+            routing, layer, select(pooled, first), rows[first], input_logits, select(probed, first), weights
         )
         return tuple(None if z is None else torch.cat([z, z.new_zeros(copy_rows)]) for z in decided)
 
@@ -456,10 +453,9 @@ class JumpStack(nn.Module):
                 else:
                     a, logp, ent = self._decide_beside_full_copy(routing, i, *policy_inputs, b - full_rows)
                 actions[:, i].index_copy_(0, rows, a)
-                landing = i + 1 + a
-                position.index_copy_(0, rows, landing)
+                position.index_copy_(0, rows, i + 1 + a)
                 if routing.mode != "full":  # full depth needs no count (every row runs every layer)
-                    per_action = torch.bincount(a, minlength=2).tolist()  # a host sync per decision
+                    per_action = torch.bincount(a).tolist()  # a host sync per decision
                     for skip, count in enumerate(per_action):
                         waiting[i + 1 + skip] += count
                 if logp is not None:

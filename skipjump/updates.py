@@ -177,9 +177,9 @@ class Updates:
             )
             outputs, trace = self.model(inputs, sample)  # K blocks of the batch (and the full-depth one)
             if teacher_copy:
-                sampled = torch.arange(k * len(inputs), device=outputs.device)
-                reference = outputs[len(sampled) :].detach()
-                outputs, trace = outputs[: len(sampled)], trace.rows(sampled)
+                sampled = slice(0, k * len(inputs))
+                reference = outputs[sampled.stop :].detach()
+                outputs, trace = outputs[sampled], trace.rows(sampled)
             else:  # the labels teacher: no reference
                 reference = None
             task_loss, rewards = self._score(outputs, repeated_targets, trace, inputs, reference)
