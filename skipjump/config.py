@@ -29,7 +29,7 @@ PolicyInputs = Literal["input", "state"]
 RewardKind = Literal["compute_minus_loss", "compute_minus_error", "blockdrop"]
 Baseline = Literal["none", "moving_average", "self_critical", "leave_one_out", "value"]
 Credit = Literal["path", "decision"]
-Teacher = Literal["labels", "full_depth"]
+Teacher = Literal["labels", "full_depth", "full_depth_answer"]
 PolicyRows = Literal["held_out", "all"]
 Estimator = Literal["sampled", "exact"]
 Schedule = Literal["alternate", "joint", "sequential"]
@@ -81,7 +81,8 @@ class AgentConfig:
     reward: RewardKind = "compute_minus_loss"
     loss_cap: float | None = None  # compute_minus_loss: the loss term clipped at this (a bounded penalty)
     # what the reward's loss compares a path's output with: labels (the task loss), or the same input's
-    # full-depth output (KL(full depth || path), no label read: how far a shortcut moves the answer)
+    # full-depth output, no label read: full_depth, KL(full depth || path), how far a shortcut moves the
+    # answer's distribution; full_depth_answer, 1 where the path's answer differs from full depth's, else 0
     teacher: Teacher = "full_depth"
     lam: float = 0.1  # weight of compute saved in the reward (the starting value if target_compute is set)
     target_compute: float | None = 0.58  # set: lam adapts so the mean compute fraction approaches it
@@ -113,6 +114,10 @@ class AgentConfig:
     # linearly to 0 at trainer.steps
     explore: float = 0.0
     lr: float = 3e-3
+    weight_decay: float = 0.0  # decoupled (AdamW) weight decay of the policy's parameters, against memorising rows
+    # set: a Polyak average of the policy's parameters, avg += (1 - d) * (params - avg) after each policy step;
+    # at trainer.steps the policy becomes its average (what is priced, evaluated and saved)
+    policy_average: float | None = None
     grad_clip: float = 1.0
 
 
@@ -177,8 +182,8 @@ POSITIVE = (
     "task.max_hops task.train_rows task.test_rows agent.loss_cap trainer.imitation_rows agent.exact_inputs"
 ).split()
 NON_NEGATIVE = (
-    "agent.lam agent.lam_lr agent.gamma agent.entropy_coef agent.entropy_lr agent.grad_clip trainer.grad_clip "
-    "trainer.weight_decay trainer.warmup_steps trainer.full_depth_steps trainer.imitation_steps "
+    "agent.lam agent.lam_lr agent.gamma agent.entropy_coef agent.entropy_lr agent.grad_clip agent.weight_decay "
+    "trainer.grad_clip trainer.weight_decay trainer.warmup_steps trainer.full_depth_steps trainer.imitation_steps "
     "trainer.curriculum_steps trainer.threshold_lr trainer.eval_every seed"
 ).split()
 UNIT_INTERVAL = ("agent.momentum", "trainer.random_p", "trainer.policy_augment")
@@ -304,6 +309,8 @@ def validate(config: Config) -> Config:
     for key in UNIT_INTERVAL:
         if not 0 <= _get(config, key) <= 1:
             raise ConfigError(f"{key}: got {_get(config, key)!r}, must be in [0, 1]")
+    if config.agent.policy_average is not None and not 0 <= config.agent.policy_average < 1:
+        raise ConfigError(f"agent.policy_average: got {config.agent.policy_average!r}, must be in [0, 1) or null")
     check_stack(config.model, "model.")
     if not 0 <= config.trainer.policy_holdout < 1:
         raise ConfigError(f"trainer.policy_holdout: got {config.trainer.policy_holdout}, must be in [0, 1)")

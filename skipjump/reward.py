@@ -33,13 +33,16 @@ def reward_loss(
 ) -> torch.Tensor:
     """(K * B,) the reward's loss term for ``outputs``, K blocks of the B ``inputs``' rows (as a routing
     with K samples orders them), detached: ``task_loss`` under the labels teacher; under full_depth each
-    row's divergence from its input's full-depth output, ``reference`` (B, ...) (run here if not given)."""
+    row's divergence from its input's full-depth output, ``reference`` (B, ...) (run here if not given);
+    under full_depth_answer 1.0 where the row's answer differs from that output's, else 0.0."""
     if teacher == "labels":
         return task_loss.detach()
     if reference is None:
         reference = teacher_reference(model, teacher, inputs)
-    copies = len(outputs) // len(reference)
-    return task.divergence(outputs, reference.repeat(copies, *[1] * (reference.dim() - 1)))
+    reference = reference.repeat(len(outputs) // len(reference), *[1] * (reference.dim() - 1))
+    if teacher == "full_depth_answer":  # bounded: only a changed answer costs, and never more than 1
+        return (~task.correct(outputs, reference.argmax(dim=-1))).float()
+    return task.divergence(outputs, reference)
 
 
 def jump_reward(

@@ -132,6 +132,24 @@ def test_a_full_depth_teacher_scores_paths_by_their_divergence_from_full_depth_a
     make_trainer("agent.teacher=labels", "trainer.policy_rows=all", "trainer.policy_holdout=0")  # no rows to tell apart
 
 
+def test_the_full_depth_answer_teacher_charges_one_where_a_path_changes_full_depths_answer_and_reads_no_label():
+    updates = make_trainer("agent.teacher=full_depth_answer").updates
+    inputs, targets = updates.task.train.inputs[:64], updates.task.train.targets[:64]
+    with torch.no_grad():
+        full, _ = updates.model(inputs, Routing("full"))
+        _, short_trace = updates.model(inputs, Routing("fixed", actions=torch.tensor([2, -1, -1])))
+    short = full + 3 * torch.randn(full.shape, generator=torch.Generator().manual_seed(0))  # some answers move
+    changed_answer = short.argmax(-1) != full.argmax(-1)
+    assert changed_answer.any() and not changed_answer.all()  # both kinds of rows are checked
+    lam = float(updates.agent.lam)
+    _, rewards = updates._score(short, targets, short_trace, inputs, None)
+    torch.testing.assert_close(rewards, lam * (1 - short_trace.compute_fraction) - changed_answer.float())
+    _, shuffled = updates._score(short, targets.roll(1), short_trace, inputs, full)
+    torch.testing.assert_close(shuffled, rewards)  # labels are not read
+    two_copies = reward_loss(updates.task, updates.model, "full_depth_answer", inputs, short.repeat(2, 1), None, full)
+    torch.testing.assert_close(two_copies, changed_answer.float().repeat(2))  # each copy paired with its input
+
+
 @pytest.mark.parametrize("estimator", ["sampled", "exact"])
 def test_the_teacher_pairs_every_copy_of_an_input_with_that_inputs_full_depth(monkeypatch, estimator):
     updates = make_trainer(f"agent.estimator={estimator}", "agent.exact_inputs=16").updates
@@ -389,3 +407,37 @@ def test_compiled_layers_train_full_depth_steps_alike_and_routed_passes_stay_eag
         trainer.train_step()
     trainer.evaluate_one("greedy"), trainer.evaluate_one("full")
     assert counters["stats"]["unique_graphs"] == graphs  # nothing recompiled: routed passes ran eager
+
+
+def test_policy_average_follows_each_policy_step_and_becomes_the_policy_at_the_last_step():
+    trainer = make_trainer("agent.policy_average=0.5", "trainer.steps=8")
+    updates = trainer.updates
+    expected = snapshot(updates.policy_params)  # the average starts at the initial parameters
+    while trainer.step < 7:
+        before = trainer.policy_updates
+        trainer.train_step()
+        if trainer.policy_updates > before:
+            expected = [e.lerp(p.detach(), 0.5) for e, p in zip(expected, updates.policy_params)]
+        for e, a in zip(expected, updates.policy_average):
+            torch.testing.assert_close(a, e, rtol=0, atol=0)
+    assert trainer.policy_updates >= 2 and changed(expected, updates.policy_params)  # not yet the average
+    before = trainer.policy_updates
+    trainer.train_step()  # step 8 of 8: a policy step, then the swap
+    assert trainer.policy_updates == before + 1
+    for a, p in zip(updates.policy_average, updates.policy_params):
+        torch.testing.assert_close(p.detach(), a, rtol=0, atol=0)
+    assert changed(expected, updates.policy_params)  # the last step entered the average
+
+
+def test_policy_weight_decay_shrinks_the_policy_by_lr_times_decay_per_step_beside_the_same_update():
+    steps = {}
+    for decay in (0.0, 0.5):
+        updates = make_trainer(f"agent.weight_decay={decay}").updates
+        start = snapshot(updates.policy_params)
+        updates.policy(updates.task.train.inputs[:16], updates.task.train.targets[:16])
+        steps[decay] = (start, snapshot(updates.policy_params))
+    (start, plain), (same_start, decayed) = steps[0.0], steps[0.5]
+    lr = make_trainer().config.agent.lr
+    for s, s2, p, d in zip(start, same_start, plain, decayed):
+        torch.testing.assert_close(s, s2, rtol=0, atol=0)
+        torch.testing.assert_close(d - p, -lr * 0.5 * s, rtol=1e-4, atol=1e-7)
