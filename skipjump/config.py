@@ -115,9 +115,6 @@ class AgentConfig:
     explore: float = 0.0
     lr: float = 3e-3
     weight_decay: float = 0.0  # decoupled (AdamW) weight decay of the policy's parameters, against memorising rows
-    # set: a Polyak average of the policy's parameters, avg += (1 - d) * (params - avg) after each policy step;
-    # at trainer.steps the policy becomes its average (what is priced, evaluated and saved)
-    policy_average: float | None = None
     grad_clip: float = 1.0
 
 
@@ -309,8 +306,6 @@ def validate(config: Config) -> Config:
     for key in UNIT_INTERVAL:
         if not 0 <= _get(config, key) <= 1:
             raise ConfigError(f"{key}: got {_get(config, key)!r}, must be in [0, 1]")
-    if config.agent.policy_average is not None and not 0 <= config.agent.policy_average < 1:
-        raise ConfigError(f"agent.policy_average: got {config.agent.policy_average!r}, must be in [0, 1) or null")
     check_stack(config.model, "model.")
     if not 0 <= config.trainer.policy_holdout < 1:
         raise ConfigError(f"trainer.policy_holdout: got {config.trainer.policy_holdout}, must be in [0, 1)")

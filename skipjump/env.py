@@ -8,7 +8,8 @@ trained, frozen network, one step per jump decision.
     action       Discrete(max_jump + 1): skip that many layers; a jump past the last layer lands
                  on it (``info["action_mask"]`` marks the actions that land on distinct layers)
     reward       the trainer's :func:`~skipjump.reward.jump_reward` (with ``agent.teacher=full_depth``
-                 its loss is the path's divergence from full depth), paid when the last layer has
+                 its loss is the path's divergence from full depth, with ``full_depth_answer`` 1 where
+                 the path changes full depth's answer), paid when the last layer has
                  run; ``shaped=True`` pays lam * (compute a jump saved) at each jump and the rest
                  at the end, so an episode's return is unchanged
     info         at the end: row, label, loss (the task loss against the label, whatever the reward's

@@ -17,7 +17,7 @@ REWARDS = typing.get_args(RewardKind)
 
 @torch.no_grad()
 def teacher_reference(model: JumpModel, teacher: Teacher, inputs: torch.Tensor) -> torch.Tensor | None:
-    """(B, ...) the full-depth outputs of ``inputs`` that the full_depth teacher compares with; None for labels."""
+    """(B, ...) the full-depth outputs of ``inputs`` that the full_depth teachers compare with; None for labels."""
     return None if teacher == "labels" else model(inputs, Routing("full"))[0]
 
 

@@ -9,8 +9,9 @@ Phases (``trainer.schedule``):
 Rows: with ``policy_holdout`` > 0, policy steps read a held-out part of the training split that
 supervised steps never touch (on rows the network has memorised every path's loss is ~0 and the
 reward would see only compute); ``policy_rows=all`` lets them read the network's rows too, for a
-reward that reads no label (``agent.teacher=full_depth``). Curriculum: with ``curriculum_steps`` > 0
-the policy's decisions unlock from the last layer backwards, one per ``curriculum_steps`` policy updates.
+reward that reads no label (``agent.teacher=full_depth`` or ``full_depth_answer``). Curriculum: with
+``curriculum_steps`` > 0 the policy's decisions unlock from the last layer backwards, one per
+``curriculum_steps`` policy updates.
 """
 
 from __future__ import annotations

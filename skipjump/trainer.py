@@ -113,8 +113,6 @@ class Trainer:
         except NonFiniteError as error:
             raise NonFiniteError(f"step {self.step}: {error}") from None
         self.step += 1
-        if self.step == self.config.trainer.steps and self.updates.policy_average is not None:
-            self.updates.use_policy_average()  # before the monitor's last checkpoint and the evaluation
         paths = None if trace is None else (self.ranks.gather(trace.actions), self.ranks.gather(trace.executed))
         return {**warm_start, **stats}, paths
 

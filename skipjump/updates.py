@@ -21,7 +21,7 @@ from collections.abc import Iterator
 import torch
 
 from skipjump.agent import ReinforceAgent
-from skipjump.checkpoint import CheckpointError, load_module_state
+from skipjump.checkpoint import load_module_state
 from skipjump.config import Config, ConfigError
 from skipjump.distributed import Ranks
 from skipjump.evaluate import TASK_METRICS
@@ -70,8 +70,6 @@ class Updates:
             self.network_params, lr=t.lr, weight_decay=t.weight_decay, fused=True
         )
         self.policy_optimizer = torch.optim.AdamW(self.policy_params, lr=a.lr, weight_decay=a.weight_decay, fused=True)
-        # agent.policy_average: the running average of policy_params (use_policy_average swaps it in)
-        self.policy_average = None if a.policy_average is None else [p.detach().clone() for p in self.policy_params]
         self.path_actions = None  # estimator exact: (P, L - 1) actions of every path
         if a.estimator == "exact":
             layers, max_jump = config.model.num_layers, config.model.max_jump
@@ -113,19 +111,6 @@ class Updates:
         self.policy_optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self._step(self.policy_params, self.policy_optimizer, self.config.agent.grad_clip, "policy")
-        self._average_policy()
-
-    def _average_policy(self) -> None:
-        if self.policy_average is not None:
-            with torch.no_grad():
-                for average, param in zip(self.policy_average, self.policy_params):
-                    average.lerp_(param, 1 - self.config.agent.policy_average)
-
-    def use_policy_average(self) -> None:
-        """Replace the policy's parameters by their running average (``agent.policy_average``)."""
-        with torch.no_grad():
-            for average, param in zip(self.policy_average, self.policy_params):
-                param.copy_(average)
 
     def _task_stats(self, prefix: str, outputs, targets, loss, trace: JumpTrace) -> dict[str, float]:
         """train/ for the paths the network trained on, policy/ for the paths the policy sampled."""
@@ -254,7 +239,6 @@ class Updates:
         (task_loss.mean() + policy_loss).backward()  # disjoint: the policy reads detached states
         self._step(self.network_params, self.network_optimizer, self.config.trainer.grad_clip, "network")
         self._step(self.policy_params, self.policy_optimizer, self.config.agent.grad_clip, "policy")
-        self._average_policy()
         stats.update({f"train/{key}": stats[f"policy/{key}"] for key in TASK_METRICS})  # the network's paths too
         return stats, trace
 
@@ -282,22 +266,9 @@ class Updates:
             "agent": self.agent.state_dict(),
             "network_optimizer": self.network_optimizer.state_dict(),
             "policy_optimizer": self.policy_optimizer.state_dict(),
-            **({} if self.policy_average is None else {"policy_average": [a.clone() for a in self.policy_average]}),
         }
 
     def load_state_dict(self, state: dict, path: str = "checkpoint") -> None:
         load_module_state(self.agent, state["agent"], path, "the agent (baseline)")
         self.network_optimizer.load_state_dict(state["network_optimizer"])
         self.policy_optimizer.load_state_dict(state["policy_optimizer"])
-        if self.policy_average is not None:
-            if "policy_average" not in state:
-                raise CheckpointError(
-                    f"{path}: holds no policy average; agent.policy_average needs a run that kept one"
-                )
-            saved = state["policy_average"]
-            if len(saved) != len(self.policy_average) or any(
-                s.shape != a.shape for s, a in zip(saved, self.policy_average)
-            ):
-                raise CheckpointError(f"{path}: its policy average does not match the policy's parameters")
-            for average, value in zip(self.policy_average, saved):
-                average.copy_(value)

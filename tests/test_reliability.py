@@ -128,9 +128,8 @@ def metrics(run_dir: Path) -> list[dict]:
     return lines
 
 
-@pytest.mark.parametrize("extra", [[], ["agent.policy_average=0.9"]], ids=["plain", "policy_average"])
-def test_stop_and_resume_equals_one_unbroken_run(tmp_path, extra):
-    steps = ["trainer.steps=50", "trainer.checkpoint_every=1000", *extra]
+def test_stop_and_resume_equals_one_unbroken_run(tmp_path):
+    steps = ["trainer.steps=50", "trainer.checkpoint_every=1000"]
     assert train.main(["--config", CONFIG, "--run-dir", str(tmp_path / "whole"), *TINY, *steps]) == 0
 
     # What a SIGINT at step 25 does: stop after the step, save, close (no evaluation).

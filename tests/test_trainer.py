@@ -409,26 +409,6 @@ def test_compiled_layers_train_full_depth_steps_alike_and_routed_passes_stay_eag
     assert counters["stats"]["unique_graphs"] == graphs  # nothing recompiled: routed passes ran eager
 
 
-def test_policy_average_follows_each_policy_step_and_becomes_the_policy_at_the_last_step():
-    trainer = make_trainer("agent.policy_average=0.5", "trainer.steps=8")
-    updates = trainer.updates
-    expected = snapshot(updates.policy_params)  # the average starts at the initial parameters
-    while trainer.step < 7:
-        before = trainer.policy_updates
-        trainer.train_step()
-        if trainer.policy_updates > before:
-            expected = [e.lerp(p.detach(), 0.5) for e, p in zip(expected, updates.policy_params)]
-        for e, a in zip(expected, updates.policy_average):
-            torch.testing.assert_close(a, e, rtol=0, atol=0)
-    assert trainer.policy_updates >= 2 and changed(expected, updates.policy_params)  # not yet the average
-    before = trainer.policy_updates
-    trainer.train_step()  # step 8 of 8: a policy step, then the swap
-    assert trainer.policy_updates == before + 1
-    for a, p in zip(updates.policy_average, updates.policy_params):
-        torch.testing.assert_close(p.detach(), a, rtol=0, atol=0)
-    assert changed(expected, updates.policy_params)  # the last step entered the average
-
-
 def test_policy_weight_decay_shrinks_the_policy_by_lr_times_decay_per_step_beside_the_same_update():
     steps = {}
     for decay in (0.0, 0.5):
@@ -437,7 +417,7 @@ def test_policy_weight_decay_shrinks_the_policy_by_lr_times_decay_per_step_besid
         updates.policy(updates.task.train.inputs[:16], updates.task.train.targets[:16])
         steps[decay] = (start, snapshot(updates.policy_params))
     (start, plain), (same_start, decayed) = steps[0.0], steps[0.5]
-    lr = make_trainer().config.agent.lr
+    lr = updates.config.agent.lr
     for s, s2, p, d in zip(start, same_start, plain, decayed):
         torch.testing.assert_close(s, s2, rtol=0, atol=0)
         torch.testing.assert_close(d - p, -lr * 0.5 * s, rtol=1e-4, atol=1e-7)
