@@ -106,22 +106,37 @@ def test_policy_rows_all_lets_policy_steps_read_the_networks_rows_and_keeps_the_
     assert torch.equal(trainer.policy_split.targets, trainer.task.train.targets[schedule.held_out_rows])
 
 
-def test_a_full_depth_teacher_scores_paths_by_their_divergence_from_full_depth_and_reads_no_label():
-    updates = make_trainer("agent.teacher=full_depth").updates
-    inputs, targets = updates.task.train.inputs[:16], updates.task.train.targets[:16]
+@pytest.mark.parametrize("teacher", ["full_depth", "full_depth_answer"])
+def test_a_full_depth_teacher_scores_paths_against_full_depth_and_reads_no_label(teacher):
+    updates = make_trainer(f"agent.teacher={teacher}").updates
+    inputs, targets = updates.task.train.inputs[:64], updates.task.train.targets[:64]
     with torch.no_grad():
         full, full_trace = updates.model(inputs, Routing("full"))
-        short, short_trace = updates.model(inputs, Routing("fixed", actions=torch.tensor([2, -1, -1])))
+        _, short_trace = updates.model(inputs, Routing("fixed", actions=torch.tensor([2, -1, -1])))
     torch.testing.assert_close(updates._reference(inputs), full)
-    assert teacher_reference(updates.model, "labels", inputs) is None  # the labels teacher runs nothing
+    # a short path's outputs, moved so that some answers change (an untrained model's rarely do)
+    short = full + 3 * torch.randn(full.shape, generator=torch.Generator().manual_seed(0))
+    changed_answer = short.argmax(-1) != full.argmax(-1)
+    assert changed_answer.any() and not changed_answer.all()  # both kinds of rows are checked
+    kl = torch.nn.functional.kl_div(short.log_softmax(-1), full.log_softmax(-1), reduction="none", log_target=True)
+    penalty = kl.sum(-1) if teacher == "full_depth" else changed_answer.float()  # full_depth_answer: 0/1
     lam = float(updates.agent.lam)
     _, rewards = updates._score(short, targets, short_trace, inputs, None)  # runs full depth itself
-    kl = torch.nn.functional.kl_div(short.log_softmax(-1), full.log_softmax(-1), reduction="none", log_target=True)
-    torch.testing.assert_close(rewards, lam * (1 - short_trace.compute_fraction) - kl.sum(-1))
+    torch.testing.assert_close(rewards, lam * (1 - short_trace.compute_fraction) - penalty)
     _, shuffled = updates._score(short, targets.roll(1), short_trace, inputs, full)
     torch.testing.assert_close(shuffled, rewards)  # labels are not read
     _, at_full = updates._score(full, targets, full_trace, inputs, full)
-    torch.testing.assert_close(at_full, lam * (1 - full_trace.compute_fraction))  # full depth diverges by 0
+    torch.testing.assert_close(at_full, lam * (1 - full_trace.compute_fraction))  # full depth costs itself 0
+    two_copies = reward_loss(updates.task, updates.model, teacher, inputs, short.repeat(2, 1), None, full)
+    torch.testing.assert_close(two_copies, penalty.repeat(2))  # each copy paired with its own input
+
+
+def test_the_labels_teacher_scores_by_the_task_loss_and_runs_nothing_and_its_config_checks():
+    updates = make_trainer("agent.teacher=labels", "trainer.policy_rows=held_out").updates
+    inputs, targets = updates.task.train.inputs[:16], updates.task.train.targets[:16]
+    assert teacher_reference(updates.model, "labels", inputs) is None  # the labels teacher runs nothing
+    with torch.no_grad():
+        short, _ = updates.model(inputs, Routing("fixed", actions=torch.tensor([2, -1, -1])))
     task_loss = updates.task.per_sample_loss(short, targets)
     by_labels = reward_loss(updates.task, updates.model, "labels", inputs, short, task_loss)
     torch.testing.assert_close(by_labels, task_loss)  # the labels teacher: the task loss
@@ -130,24 +145,6 @@ def test_a_full_depth_teacher_scores_paths_by_their_divergence_from_full_depth_a
     with pytest.raises(ConfigError, match="trainer.policy_rows: all reads the labels"):
         make_trainer("agent.teacher=labels", "trainer.policy_rows=all", "trainer.policy_holdout=0.25")
     make_trainer("agent.teacher=labels", "trainer.policy_rows=all", "trainer.policy_holdout=0")  # no rows to tell apart
-
-
-def test_the_full_depth_answer_teacher_charges_one_where_a_path_changes_full_depths_answer_and_reads_no_label():
-    updates = make_trainer("agent.teacher=full_depth_answer").updates
-    inputs, targets = updates.task.train.inputs[:64], updates.task.train.targets[:64]
-    with torch.no_grad():
-        full, _ = updates.model(inputs, Routing("full"))
-        _, short_trace = updates.model(inputs, Routing("fixed", actions=torch.tensor([2, -1, -1])))
-    short = full + 3 * torch.randn(full.shape, generator=torch.Generator().manual_seed(0))  # some answers move
-    changed_answer = short.argmax(-1) != full.argmax(-1)
-    assert changed_answer.any() and not changed_answer.all()  # both kinds of rows are checked
-    lam = float(updates.agent.lam)
-    _, rewards = updates._score(short, targets, short_trace, inputs, None)
-    torch.testing.assert_close(rewards, lam * (1 - short_trace.compute_fraction) - changed_answer.float())
-    _, shuffled = updates._score(short, targets.roll(1), short_trace, inputs, full)
-    torch.testing.assert_close(shuffled, rewards)  # labels are not read
-    two_copies = reward_loss(updates.task, updates.model, "full_depth_answer", inputs, short.repeat(2, 1), None, full)
-    torch.testing.assert_close(two_copies, changed_answer.float().repeat(2))  # each copy paired with its input
 
 
 @pytest.mark.parametrize("estimator", ["sampled", "exact"])
