@@ -5,7 +5,8 @@
 Reads RUN_DIR/traces/<policy>.npz (written by train.py) and prints the mean number of layers
 run for each label (for a task with a known difficulty, such as k-hop: for each difficulty, with
 accuracy, the fewest layers a fixed path needs per sample and Spearman(layers run, difficulty)),
-then, for each number of layers, how many samples ran it and how many of them were right. The
+then, for each number of layers, how many samples ran it and how many of them were right (and,
+where the run has a full-depth trace, how many full depth gets right of the same samples). The
 trace is read through ``skipjump.runs.read_trace`` (``allow_pickle=False``: an object array is
 refused, never unpickled); a missing or malformed file is one line ``error: ...`` and exit code 2.
 """
@@ -34,6 +35,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     layers, labels, correct = trace["layers_executed"], trace["label"], trace["correct"]
+    full = None  # does depth help the inputs sent deep? full depth's answers on the same samples
+    if args.policy != "full" and (Path(args.run_dir) / "traces" / "full.npz").exists():
+        try:
+            full = read_trace(args.run_dir, "full")["correct"]
+        except LOAD_ERRORS as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
 
     print(header())
     print(f"{Path(args.run_dir) / 'traces' / f'{args.policy}.npz'}: {len(labels)} samples")
@@ -52,10 +60,11 @@ def main(argv: list[str] | None = None) -> int:
         for label in np.unique(labels):
             chosen = labels == label
             print(f"{label:>5}{chosen.sum():>9}{layers[chosen].mean():>13.2f}")
-    print("layers  samples  accuracy")
+    print("layers  samples  accuracy" + ("  full_depth" if full is not None else ""))
     for depth in np.unique(layers):
         chosen = layers == depth
-        print(f"{depth:>6}{chosen.sum():>9}{correct[chosen].mean():>10.4f}")
+        at_full = f"{full[chosen].mean():>12.4f}" if full is not None else ""
+        print(f"{depth:>6}{chosen.sum():>9}{correct[chosen].mean():>10.4f}{at_full}")
     return 0
 
 

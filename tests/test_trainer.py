@@ -347,7 +347,7 @@ def test_path_study_and_depth_report_read_a_run_directory(tmp_path):
     )
     assert report.returncode == 0, report.stderr
     lines = report.stdout.splitlines()
-    split = lines.index("layers  samples  accuracy")
+    split = lines.index("layers  samples  accuracy  full_depth")
     by_label = np.array([line.split() for line in lines[4:split]], dtype=float)  # after the header and titles
     by_depth = np.array([line.split() for line in lines[split + 1 :]], dtype=float)
     trace = np.load(run_dir / "traces" / "greedy.npz")
@@ -355,6 +355,8 @@ def test_path_study_and_depth_report_read_a_run_directory(tmp_path):
     n = len(trace["label"])  # printed means are rounded: 2 decimals per label, 4 per depth
     assert (by_label[:, 1] * by_label[:, 2]).sum() == pytest.approx(trace["layers_executed"].sum(), abs=0.005 * n)
     assert (by_depth[:, 1] * by_depth[:, 2]).sum() == pytest.approx(trace["correct"].sum(), abs=0.00005 * n)
+    full_correct = np.load(run_dir / "traces" / "full.npz")["correct"]  # the same samples at full depth
+    assert (by_depth[:, 1] * by_depth[:, 3]).sum() == pytest.approx(full_correct.sum(), abs=0.00005 * n)
 
 
 def test_policy_rows_gap_reproduces_the_runs_test_evaluation_and_adds_the_policys_rows(tmp_path, capsys):
