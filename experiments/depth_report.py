@@ -29,19 +29,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("run_dir")
     parser.add_argument("--policy", default="greedy", help="greedy, full, random_matched or static_matched")
     args = parser.parse_args(argv)
+    # does depth help the inputs sent deep? full depth's answers on the same samples, where the run has them
+    with_full = args.policy != "full" and (Path(args.run_dir) / "traces" / "full.npz").exists()
     try:
         trace = read_trace(args.run_dir, args.policy)
+        full = read_trace(args.run_dir, "full")["correct"] if with_full else None
     except LOAD_ERRORS as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     layers, labels, correct = trace["layers_executed"], trace["label"], trace["correct"]
-    full = None  # does depth help the inputs sent deep? full depth's answers on the same samples
-    if args.policy != "full" and (Path(args.run_dir) / "traces" / "full.npz").exists():
-        try:
-            full = read_trace(args.run_dir, "full")["correct"]
-        except LOAD_ERRORS as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 2
 
     print(header())
     print(f"{Path(args.run_dir) / 'traces' / f'{args.policy}.npz'}: {len(labels)} samples")
