@@ -139,6 +139,9 @@ class TrainerConfig:
     # supervised steps before step N run full depth, whatever supervised_path says: with random paths after, the
     # full network learns the task first, then its short paths learn what they can (on k-hop: the small k)
     full_depth_steps: int = 0
+    # supervised steps on random or the policy's paths also run full depth: full depth learns the labels and the
+    # path learns full depth's outputs (their KL), the in-place distillation of slimmable networks
+    distill: bool = False
     # fraction of the training split the network never trains on: the references are chosen there (on rows the
     # network memorised every path is right), and with policy_rows=held_out policy steps read only it
     policy_holdout: float = 0.25
@@ -379,6 +382,10 @@ def validate(config: Config) -> Config:
     t = config.trainer
     if t.full_depth_steps and t.supervised_path == "full":
         raise ConfigError("trainer.full_depth_steps: trainer.supervised_path is full already; set it to 0")
+    if t.distill and t.supervised_path == "full":
+        raise ConfigError(
+            "trainer.distill: trainer.supervised_path is full, so no path learns from full depth; pick random"
+        )
     if t.schedule == "sequential" and t.supervised_path in ("policy", "full_and_policy"):
         raise ConfigError(
             f"trainer.supervised_path: {t.supervised_path} trains on the policy's paths, and the sequential schedule"

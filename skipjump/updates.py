@@ -202,15 +202,24 @@ class Updates:
     def supervised(
         self, inputs: torch.Tensor, targets: torch.Tensor, routing: Routing
     ) -> tuple[dict[str, float], JumpTrace]:
-        """One network update on ``routing``'s paths; the policy is frozen (it may only pick them)."""
+        """One network update on ``routing``'s paths; the policy is frozen (it may only pick them).
+        With trainer.distill (and paths other than full depth) the step also runs full depth, which
+        learns the labels, while the paths learn full depth's outputs; the stats stay the paths'."""
         self._train_mode()
+        t = self.config.trainer
+        distill = t.distill and routing.mode != "full"
         with frozen(self.policy_params), self._autocast():
             outputs, trace = self.model(inputs, routing)
+            full_outputs = self.model(inputs, Routing("full"))[0] if distill else None
         loss = self.task.per_sample_loss(outputs.float(), targets)
         self._check_local("task loss", loss)
-        t = self.config.trainer
+        if distill:  # full depth learns the labels, the path learns full depth's (detached) outputs
+            objective = self.task.per_sample_loss(full_outputs.float(), targets).mean()
+            objective = objective + self.task.divergence(outputs, full_outputs.detach()).mean()
+        else:
+            objective = loss.mean()
         self.network_optimizer.zero_grad(set_to_none=True)
-        loss.mean().backward()
+        objective.backward()
         self._step(self.network_params, self.network_optimizer, t.grad_clip, "network")
         if t.threshold_update:  # every rank moves its thresholds by the loss of the whole batch
             self.model.stack.update_threshold(float(self.ranks.gather(loss).mean()), t.threshold_lr)

@@ -420,3 +420,28 @@ def test_policy_weight_decay_shrinks_the_policy_by_lr_times_decay_per_step_besid
     for s, s2, p, d in zip(start, same_start, plain, decayed):
         torch.testing.assert_close(s, s2, rtol=0, atol=0)
         torch.testing.assert_close(d - p, -lr * 0.5 * s, rtol=1e-4, atol=1e-7)
+
+
+def gradients(params) -> list[torch.Tensor]:
+    return [torch.zeros_like(p) if p.grad is None else p.grad.clone() for p in params]
+
+
+def test_distill_trains_full_depth_on_the_labels_and_the_path_on_full_depths_outputs(monkeypatch):
+    updates = make_trainer("trainer.supervised_path=random", "trainer.distill=true").updates
+    inputs, targets = updates.task.train.inputs[:16], updates.task.train.targets[:16]
+    path = Routing("fixed", actions=torch.tensor([1, -1, 0]))  # layers 0, 2, 3 of 4
+    grads = {}
+    monkeypatch.setattr(updates, "_step", lambda params, *_: grads.update(got=gradients(params)))
+    updates.supervised(inputs, targets, path)
+    model, task = updates.model, updates.task
+    model.zero_grad(set_to_none=True)
+    full, short = model(inputs, Routing("full"))[0], model(inputs, path)[0]
+    (task.per_sample_loss(full, targets).mean() + task.divergence(short, full.detach()).mean()).backward()
+    torch.testing.assert_close(grads["got"], gradients(updates.network_params), rtol=1e-4, atol=1e-6)
+    model.zero_grad(set_to_none=True)
+    updates.supervised(inputs, targets, Routing("full"))  # full depth alone: the labels, one pass
+    model.zero_grad(set_to_none=True)
+    task.per_sample_loss(model(inputs, Routing("full"))[0], targets).mean().backward()
+    torch.testing.assert_close(grads["got"], gradients(updates.network_params), rtol=1e-4, atol=1e-6)
+    with pytest.raises(ConfigError, match="trainer.distill"):
+        make_trainer("trainer.distill=true")
