@@ -386,6 +386,8 @@ def validate(config: Config) -> Config:
         raise ConfigError(
             "trainer.distill: trainer.supervised_path is full, so no path learns from full depth; pick random"
         )
+    if t.distill and t.schedule == "joint":
+        raise ConfigError("trainer.distill: the joint schedule has no supervised steps to distill in; pick alternate")
     if t.schedule == "sequential" and t.supervised_path in ("policy", "full_and_policy"):
         raise ConfigError(
             f"trainer.supervised_path: {t.supervised_path} trains on the policy's paths, and the sequential schedule"
