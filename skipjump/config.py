@@ -380,6 +380,12 @@ def validate(config: Config) -> Config:
     if config.task.data_file is not None and not Path(config.task.data_file).is_file():
         raise ConfigError(f"task.data_file: no such file: {config.task.data_file}")
     t = config.trainer
+    for key, lr, decay in (("agent", config.agent.lr, config.agent.weight_decay), ("trainer", t.lr, t.weight_decay)):
+        if lr * decay >= 1:  # AdamW multiplies the weights by 1 - lr x decay each step
+            raise ConfigError(
+                f"{key}.weight_decay: got {decay}, and with {key}.lr = {lr} each step scales the weights by"
+                f" 1 - lr x decay = {1 - lr * decay:.3g}; keep lr x decay < 1"
+            )
     if t.full_depth_steps and t.supervised_path == "full":
         raise ConfigError("trainer.full_depth_steps: trainer.supervised_path is full already; set it to 0")
     if t.distill and t.supervised_path == "full":

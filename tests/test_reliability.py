@@ -51,6 +51,18 @@ BAD_CONFIGS = [
         "trainer.full_depth_steps: got 500, but under the sequential schedule",
     ),
     (["trainer.lr=0"], "trainer.lr: got 0.0, must be > 0"),
+    (["agent.weight_decay=500"], "agent.weight_decay: got 500.0, and with agent.lr = 0.003 each step scales"),
+    (["trainer.weight_decay=500"], "trainer.weight_decay: got 500.0, and with trainer.lr = 0.002 each step scales"),
+    (["trainer.distill=true"], "trainer.distill: trainer.supervised_path is full"),
+    (
+        [
+            "trainer.distill=true",
+            "trainer.supervised_path=random",
+            "trainer.schedule=joint",
+            "trainer.policy_holdout=0",
+        ],
+        "trainer.distill: the joint schedule has no supervised steps",
+    ),
     (["agent.momentum=1.5"], "agent.momentum: got 1.5, must be in [0, 1]"),
     (["agent.explore=1"], "agent.explore: got 1.0, must be in [0, 1)"),
     (["agent.target_entropy=2"], "agent.target_entropy: got 2.0, must be in (0, ln(model.max_jump + 1) = 1.386)"),

@@ -443,14 +443,3 @@ def test_distill_trains_full_depth_on_the_labels_and_the_path_on_full_depths_out
     model.zero_grad(set_to_none=True)
     task.per_sample_loss(model(inputs, Routing("full"))[0], targets).mean().backward()
     torch.testing.assert_close(grads["got"], gradients(updates.network_params), rtol=1e-4, atol=1e-6)
-    for overrides in (
-        ["trainer.distill=true"],
-        [
-            "trainer.distill=true",
-            "trainer.supervised_path=random",
-            "trainer.schedule=joint",
-            "trainer.policy_holdout=0",
-        ],
-    ):
-        with pytest.raises(ConfigError, match="trainer.distill"):
-            make_trainer(*overrides)
