@@ -54,6 +54,8 @@ BAD_CONFIGS = [
     (["agent.weight_decay=500"], "agent.weight_decay: got 500.0, and with agent.lr = 0.003 each step scales"),
     (["trainer.weight_decay=500"], "trainer.weight_decay: got 500.0, and with trainer.lr = 0.002 each step scales"),
     (["trainer.distill=true"], "trainer.distill: trainer.supervised_path is full"),
+    (["trainer.random_jump=uniform"], "trainer.random_jump: trainer.supervised_path is full, not random"),
+    (["trainer.random_jump=far"], "trainer.random_jump: got 'far'"),
     (
         [
             "trainer.distill=true",
@@ -62,6 +64,10 @@ BAD_CONFIGS = [
             "trainer.policy_holdout=0",
         ],
         "trainer.distill: the joint schedule has no supervised steps",
+    ),
+    (
+        ["agent.loss_cap=0.5", "agent.teacher=full_depth_answer"],
+        "agent.loss_cap: the full_depth_answer teacher's loss is 0 or 1 already",
     ),
     (["agent.momentum=1.5"], "agent.momentum: got 1.5, must be in [0, 1]"),
     (["agent.explore=1"], "agent.explore: got 1.0, must be in [0, 1)"),
