@@ -105,7 +105,8 @@ def markdown(result: dict) -> str:
     lines = [
         f"`{result['command']}`",
         "",
-        f"torch {result['torch']}, threads: {result['threads']}, {result['date']}",
+        f"code {result.get('code', 'unknown')}, torch {result['torch']}, threads: {result['threads']},"
+        f" {result['date']}",
         "",
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),

@@ -34,7 +34,6 @@ PolicyRows = Literal["held_out", "all"]
 Estimator = Literal["sampled", "exact"]
 Schedule = Literal["alternate", "joint", "sequential"]
 SupervisedPath = Literal["policy", "full", "random", "full_and_policy"]
-RandomJump = Literal["max", "uniform"]
 Device = Literal["auto", "cpu", "cuda"]
 Precision = Literal["float32", "bf16"]
 
@@ -137,7 +136,6 @@ class TrainerConfig:
     # paths in turn, so the network also learns the paths it is run on (and the jump mix, which full depth never runs)
     supervised_path: SupervisedPath = "full"
     random_p: float = 0.3  # supervised_path=random: jump probability per decision
-    random_jump: RandomJump = "max"  # supervised_path=random: a jump skips max_jump layers, or 1..max_jump uniformly
     # supervised steps before step N run full depth, whatever supervised_path says: with random paths after, the
     # full network learns the task first, then its short paths learn what they can (on k-hop: the small k)
     full_depth_steps: int = 0
@@ -398,8 +396,6 @@ def validate(config: Config) -> Config:
         raise ConfigError(
             "trainer.distill: trainer.supervised_path is full, so no path learns from full depth; pick random"
         )
-    if t.random_jump != "max" and t.supervised_path != "random":
-        raise ConfigError(f"trainer.random_jump: trainer.supervised_path is {t.supervised_path}, not random")
     if t.distill and t.schedule == "joint":
         raise ConfigError("trainer.distill: the joint schedule has no supervised steps to distill in; pick alternate")
     if t.schedule == "sequential" and t.supervised_path in ("policy", "full_and_policy"):

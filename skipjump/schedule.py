@@ -100,7 +100,7 @@ class Schedule:
         if t.supervised_path == "full":
             return Routing("full")
         if t.supervised_path == "random":
-            return Routing("random", p=t.random_p, uniform_jumps=t.random_jump == "uniform")
+            return Routing("random", p=t.random_p)
         return policy_paths
 
     def state_dict(self) -> dict:

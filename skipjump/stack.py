@@ -44,8 +44,7 @@ class Routing:
 
     mode: "sample" (multinomial from the policy), "greedy" (argmax), "full" (never jump),
         "random" (each decision jumps with probability ``p``, by max_jump: so compute falls
-        smoothly from full depth at p = 0 to the all-longest-jumps path at p = 1; with
-        ``uniform_jumps`` a jump skips 1..max_jump layers, uniformly, so every path can be drawn),
+        smoothly from full depth at p = 0 to the all-longest-jumps path at p = 1),
         "fixed" (``actions``: (L - 1,) for every sample or (B, L - 1) per sample),
         "imitate" (as fixed, and the trace holds the policy's log-probability of those actions).
     first_decision: decisions at layers before this one are forced to 0 (a curriculum that
@@ -71,7 +70,6 @@ class Routing:
     explore: float = 0.0
     samples: int = 1
     full_depth_copy: bool = False
-    uniform_jumps: bool = False
 
     @property
     def uses_policy(self) -> bool:
@@ -315,8 +313,6 @@ class JumpStack(nn.Module):
             return torch.zeros(n, dtype=torch.long, device=device), None, None
         if routing.mode == "random":
             jump = torch.rand(n, device=device) < routing.p
-            if routing.uniform_jumps and choices > 2:
-                return jump.long() * torch.randint(1, choices, (n,), device=device), None, None
             return jump.long() * (choices - 1), None, None
         given = None
         if routing.mode in ("fixed", "imitate"):
@@ -328,10 +324,12 @@ class JumpStack(nn.Module):
             logits = input_logits.index_select(0, rows)
         else:
             logits = self.policy.logits(weights, pooled.detach(), layer, probed)
+        if routing.mode == "greedy":
+            logits = logits + bonus
         if choices <= self.config.max_jump:  # longer jumps land on the last layer too: one choice, not several
             logits = logits[:, :choices]
         if routing.mode == "greedy":  # nothing to learn from: no distribution to build
-            return (logits + bonus[:choices]).argmax(dim=-1), None, None
+            return logits.argmax(dim=-1), None, None
         logits = logits.to(self.work_memory.dtype)  # under bf16 autocast: log-probs in the stack's dtype
         if routing.mode == "sample" and routing.explore > 0:
             probs = torch.softmax(logits, dim=-1).mul(1 - routing.explore).add(routing.explore / choices)

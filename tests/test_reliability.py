@@ -54,8 +54,6 @@ BAD_CONFIGS = [
     (["agent.weight_decay=500"], "agent.weight_decay: got 500.0, and with agent.lr = 0.003 each step scales"),
     (["trainer.weight_decay=500"], "trainer.weight_decay: got 500.0, and with trainer.lr = 0.002 each step scales"),
     (["trainer.distill=true"], "trainer.distill: trainer.supervised_path is full"),
-    (["trainer.random_jump=uniform"], "trainer.random_jump: trainer.supervised_path is full, not random"),
-    (["trainer.random_jump=far"], "trainer.random_jump: got 'far'"),
     (
         [
             "trainer.distill=true",

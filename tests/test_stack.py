@@ -281,21 +281,6 @@ def test_random_routing_extremes():
     assert trace.actions[0].tolist() == [2, -1, -1, 1, -1]
 
 
-def test_uniform_random_jumps_draw_every_jump_length():
-    stack = make_stack(num_layers=8, max_jump=3)
-    x = torch.randn(3000, 3, 16, dtype=torch.float64)
-    _, trace = stack(x, routing=Routing("random", p=1.0, uniform_jumps=True))
-    first = trace.actions[:, 0]  # every row decides at layer 0, where 3 jumps land apart
-    counts = torch.bincount(first, minlength=4)
-    assert counts[0] == 0 and (counts[1:] > 900).all()  # 1000 each expected
-    decided = trace.actions[trace.actions >= 0]
-    assert (decided >= 1).all()  # p = 1: every decision jumps
-    at_5 = trace.actions[:, 5]
-    assert (at_5[at_5 >= 0] == 1).all()  # from layer 5 a jump of 1 already lands on the last layer
-    _, trace = stack(x, routing=Routing("random", p=0.0, uniform_jumps=True))
-    assert (trace.layers_executed == 8).all()
-
-
 @pytest.mark.parametrize("inputs", ["input", "state"])
 def test_reinforce_loss_reaches_the_policy_only(inputs):
     stack = make_stack(policy_inputs=inputs)

@@ -247,13 +247,6 @@ def test_full_depth_steps_come_before_the_supervised_paths_random_paths(monkeypa
     assert all(min(step) < full for step in layers[3:])
 
 
-def test_random_jump_picks_how_far_the_supervised_random_paths_jump():
-    for jump, uniform in (("max", False), ("uniform", True)):
-        trainer = make_trainer("trainer.supervised_path=random", f"trainer.random_jump={jump}")
-        routing = trainer.schedule.supervised_routing(policy_updates=0, step=100)
-        assert routing.mode == "random" and routing.uniform_jumps == uniform
-
-
 def test_curriculum_unlocks_decisions_from_the_last_layer_backwards():
     trainer = make_trainer("trainer.curriculum_steps=2")
     seen = []
