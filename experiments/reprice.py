@@ -4,8 +4,9 @@
 
 For each finished run and budget, greedy decoding's price per skipped layer is set by bisection
 on the run's held-out rows (``skipjump/budget.py``, what ``agent.greedy_budget`` does at the end of
-training) and the final evaluation is made again, as train.py makes it: greedy against full
-depth, static_matched, cascade_matched and oracle_matched at greedy's compute on the test split.
+training; with the run's ``agent.greedy_fill: false`` only where greedy would spend more) and the
+final evaluation is made again, as train.py makes it: greedy against full depth, static_matched,
+cascade_matched and oracle_matched at greedy's compute on the test split.
 The run directory is only read. Prints a Markdown table (``--out``: also written there), then the
 gap closed's mean and spread per budget.
 """
@@ -30,7 +31,8 @@ def rows_of(run_dir: str, budgets: list[float]) -> list[list]:
     batch, first = trainer.config.trainer.eval_batch_size, trainer.first_decision()
     rows = []
     for budget in budgets:
-        priced = calibrate(trainer.model, trainer.task, trainer.policy_split, budget, first, batch)
+        fill = trainer.config.agent.greedy_fill  # a run that caps its compute is repriced as a cap too
+        priced = calibrate(trainer.model, trainer.task, trainer.policy_split, budget, first, batch, fill)
         price = f"{priced['price']:+.3f}" + ("" if priced["met"] else " (over budget)")
         rows.append([run_dir, f"{budget:.2f}", price, *final_evaluation(trainer, trainer.task)])
     return rows

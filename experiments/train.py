@@ -125,8 +125,9 @@ def train(args: argparse.Namespace, config: Config, state: dict | None, ranks: R
         trained = time.perf_counter() - started
         if config.agent.greedy_budget is not None:  # rank 0 alone: it evaluates and writes the checkpoint
             budget, batch = config.agent.greedy_budget, config.trainer.eval_batch_size
+            fill = config.agent.greedy_fill
             priced = calibrate(
-                trainer.model, trainer.task, trainer.policy_split, budget, trainer.first_decision(), batch
+                trainer.model, trainer.task, trainer.policy_split, budget, trainer.first_decision(), batch, fill
             )
             trainer.monitor.save(trainer)  # the checkpoint decodes as the evaluation below does
         results = evaluate(

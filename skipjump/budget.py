@@ -8,7 +8,8 @@ Greedy decoding with a price (``JumpPolicy.greedy_price``) picks, at each decisi
 
 so the price moves greedy's compute without retraining: > 0 skips more, < 0 less. ``calibrate``
 bisects the price to the boundary where greedy's mean compute on given rows crosses the budget and
-keeps the side checked within it. Compute mostly falls as the price rises, but not strictly (tiny
+keeps the side checked within it; with ``fill=False`` the budget is only a cap, and greedy already
+within it keeps price 0. Compute mostly falls as the price rises, but not strictly (tiny
 steps the wrong way happen), so the price found is within budget and at a crossing, not
 necessarily the one that spends the most. It reads no label: only the paths greedy takes.
 """
@@ -33,9 +34,16 @@ def greedy_compute(model: JumpModel, task: Task, rows: Split, price: float, rout
 
 @torch.no_grad()
 def calibrate(
-    model: JumpModel, task: Task, rows: Split, budget: float, first_decision: int = 0, batch_size: int = 512
+    model: JumpModel,
+    task: Task,
+    rows: Split,
+    budget: float,
+    first_decision: int = 0,
+    batch_size: int = 512,
+    fill: bool = True,
 ) -> dict[str, float]:
-    """Set ``model``'s greedy price so that greedy's mean compute on ``rows`` is at most ``budget``, at a crossing.
+    """Set ``model``'s greedy price so that greedy's mean compute on ``rows`` is at most ``budget``, at a crossing
+    (``fill=False``: price 0 where greedy is within the budget unpriced).
 
     Returns the price, greedy's compute on ``rows`` before and after, and ``met`` (after <= budget): where
     greedy cannot get under ``budget`` (even its longest jumps cost more), the price is the widest searched."""
@@ -45,6 +53,9 @@ def calibrate(
     was_training = model.training
     model.eval()
     before = greedy_compute(model, task, rows, 0.0, routing, batch_size)
+    if before <= budget and not fill:
+        model.train(was_training)
+        return {"price": 0.0, "compute_before": before, "compute_after": before, "met": True}
     # feasible: compute <= budget; the search keeps one feasible and one infeasible price around it
     if before <= budget:
         feasible, infeasible = 0.0, -1.0

@@ -91,6 +91,9 @@ class AgentConfig:
     # mean compute fraction on the held-out rows is at most this, as close as bisection finds (target_compute
     # holds only the sampled paths' mean, and greedy's drifts from it by a point or three)
     greedy_budget: float | None = None
+    # greedy_budget: true prices greedy up to the budget too, so every run spends it; false only where greedy would
+    # spend more (a cap): compute the policy chose not to spend is not spread over inputs whatever their difficulty
+    greedy_fill: bool = True
     gamma: float = 5.0  # blockdrop: penalty for a wrong prediction
     # sampled: REINFORCE over sampled paths (the baseline, samples and credit below); exact: every
     # path of exact_inputs inputs per policy step is run (copies share states) and weighted by its
@@ -353,6 +356,8 @@ def validate(config: Config) -> Config:
         raise ConfigError(
             f"agent.loss_cap: only the compute_minus_loss reward has a loss to clip, not {config.agent.reward}"
         )
+    if not config.agent.greedy_fill and config.agent.greedy_budget is None:
+        raise ConfigError("agent.greedy_fill: false caps greedy's compute at agent.greedy_budget, which is null")
     if config.agent.loss_cap is not None and config.agent.teacher == "full_depth_answer":
         raise ConfigError(
             "agent.loss_cap: the full_depth_answer teacher's loss is 0 or 1 already; a cap would only scale it"

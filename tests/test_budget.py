@@ -50,6 +50,18 @@ def test_calibrate_leaves_the_price_where_greedy_spends_the_most_compute_within_
     assert model.training  # calibrate runs in eval mode and gives the mode back
 
 
+def test_calibrate_without_fill_only_caps_greedy_compute():
+    trainer = build(tiny_config())  # untrained, greedy spends 0.81 unpriced (above)
+    model, task = trainer.model, trainer.task
+    rows = subsample(task.train, 300, 0)
+    within = calibrate(model, task, rows, 0.9, fill=False)
+    assert within["price"] == 0.0 == float(model.stack.policy.greedy_price)
+    assert within["compute_after"] == within["compute_before"] < 0.9 and within["met"]
+    capped = calibrate(model, task, rows, 0.65, fill=False)
+    assert capped == calibrate(model, task, rows, 0.65)  # over the budget, a cap prices as fill does
+    assert capped["price"] > 0 and capped["compute_after"] <= 0.65
+
+
 def test_calibrate_says_when_greedy_cannot_meet_the_budget():
     trainer = build(tiny_config())
     result = calibrate(trainer.model, trainer.task, subsample(trainer.task.train, 300, 0), 0.3)

@@ -67,6 +67,10 @@ BAD_CONFIGS = [
         ["agent.loss_cap=0.5", "agent.teacher=full_depth_answer"],
         "agent.loss_cap: the full_depth_answer teacher's loss is 0 or 1 already",
     ),
+    (
+        ["agent.greedy_budget=null", "agent.greedy_fill=false"],
+        "agent.greedy_fill: false caps greedy's compute at agent.greedy_budget, which is null",
+    ),
     (["agent.momentum=1.5"], "agent.momentum: got 1.5, must be in [0, 1]"),
     (["agent.explore=1"], "agent.explore: got 1.0, must be in [0, 1)"),
     (["agent.target_entropy=2"], "agent.target_entropy: got 2.0, must be in (0, ln(model.max_jump + 1) = 1.386)"),
