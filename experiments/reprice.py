@@ -29,9 +29,9 @@ def rows_of(run_dir: str, budgets: list[float]) -> list[list]:
     """[run, budget, price, *final_evaluation] per budget (budget and price as text)."""
     trainer, _ = load_trained(run_dir)
     batch, first = trainer.config.trainer.eval_batch_size, trainer.first_decision()
+    fill = trainer.config.agent.greedy_fill  # a run that caps its compute is repriced as a cap too
     rows = []
     for budget in budgets:
-        fill = trainer.config.agent.greedy_fill  # a run that caps its compute is repriced as a cap too
         priced = calibrate(trainer.model, trainer.task, trainer.policy_split, budget, first, batch, fill)
         price = f"{priced['price']:+.3f}" + ("" if priced["met"] else " (over budget)")
         rows.append([run_dir, f"{budget:.2f}", price, *final_evaluation(trainer, trainer.task)])
