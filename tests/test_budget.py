@@ -128,3 +128,13 @@ def test_a_run_with_a_greedy_budget_calibrates_before_its_evaluation_and_reprice
     with pytest.raises(SystemExit):
         reprice.main([str(run_dir), "--budgets", "1.5"])
     assert "a budget is a compute fraction in (0, 1], got 1.5" in capsys.readouterr().err
+
+
+def test_a_run_that_caps_greedy_keeps_price_0_within_its_budget_and_reprice_caps_it_too(tmp_path):
+    run_dir = run_train(tmp_path, "capped", "agent.greedy_budget=1.0", "agent.greedy_fill=false")
+    priced = json.loads((run_dir / "summary.json").read_text())["greedy"]["price"]
+    assert priced["price"] == 0.0 and priced["compute_after"] == priced["compute_before"] <= 1.0
+    out = tmp_path / "reprice.md"
+    assert reprice.main([str(run_dir), "--budgets", "1.0", "--out", str(out)]) == 0
+    row = next(line.split(" | ") for line in out.read_text().splitlines() if line.startswith(f"| {run_dir}"))
+    assert row[2] == "+0.000"  # filled to a budget of 1.0, the price would fall until greedy ran full depth
