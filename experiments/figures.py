@@ -52,7 +52,8 @@ def write_figures(run_dir: str | Path, out: Path) -> list[Path]:
         plots.digits(top, extremes[0], "test digits that ran the fewest layers")
         plots.digits(bottom, extremes[1], "test digits that ran the most layers")
         save(fig, "extreme_inputs.png")
-    lines = [f"{provenance()['command']}  ({provenance()['date']}, torch {provenance()['torch']})", ""]
+    p = provenance()  # once: each call asks git for the code's commit
+    lines = [f"{p['command']}  ({p['date']}, code {p['code']}, torch {p['torch']})", ""]
     lines.append("share of test inputs that ran each layer:")
     lines += [
         f"  {name:<15} " + " ".join(f"{r:.2f}" for r in rate) for name, rate in analysis.layer_rates(run_dir).items()
